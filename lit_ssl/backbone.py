@@ -1,0 +1,211 @@
+"""Backbone: any timm model with normalisation inside, pooled and dense features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+__all__ = ["Backbone", "load_backbone_config"]
+
+CONFIG_SUFFIX = ".json"
+
+
+def _channel_stats(values: tuple[float, ...] | None, in_chans: int, default: float) -> Tensor:
+    """Mean/std per input channel; mono models use the average of the RGB statistics."""
+    stats = torch.tensor(values if values else (default,) * 3, dtype=torch.float32)
+    if in_chans == stats.numel():
+        return stats
+    if in_chans == 1:
+        return stats.mean().reshape(1)
+    return stats.mean().repeat(in_chans)
+
+
+def load_backbone_config(weights: str | Path) -> dict:
+    """Read the json written next to exported backbone weights.
+
+    Args:
+        weights: path of a ``.safetensors`` file written by ``Backbone.export``.
+
+    Returns:
+        The config dict (``name``, ``in_chans``, ``img_size``, ``mean``, ``std``, ...).
+    """
+    path = Path(weights).with_suffix(CONFIG_SUFFIX)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No backbone config {path} next to {weights}. Export weights with "
+            "SSLModule.export_backbone(path), which writes both files."
+        )
+    return json.loads(path.read_text())
+
+
+class Backbone(nn.Module):
+    """Any timm architecture as an SSL backbone.
+
+    Input contract: float images in ``[0, 1]`` with shape ``(B, in_chans, H, W)``. The
+    mean/std normalisation is a buffer of this module, so it is saved, exported and
+    traced with the weights; no preprocessing lives outside the model.
+
+    Feature formats:
+        * ``forward(x)`` -> pooled features ``(B, embed_dim)`` (timm ``pre_logits``).
+        * ``forward_dense(x)`` -> ``(pooled, dense)`` with dense features always laid out
+          as a grid ``(B, embed_dim, h, w)``: the last feature map for CNNs, the patch
+          tokens (prefix tokens removed) reshaped to the patch grid for ViTs.
+
+    Args:
+        name: timm architecture name, e.g. ``"resnet18"``, ``"vit_small_patch16_224"``.
+        in_chans: number of input channels (1 for mono cameras, 3 for RGB).
+        img_size: input size for architectures with a fixed size (ViTs); ignored otherwise.
+        weights: optional local weights file: a ``.safetensors`` written by
+            ``export_backbone`` or any timm state dict; loaded strictly.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_chans: int = 3,
+        img_size: int | None = None,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not timm.is_model(name.split(".")[0]):
+            raise ValueError(
+                f"Unknown timm architecture {name!r}. Pick one from timm.list_models(), "
+                "e.g. 'resnet18', 'convnext_atto', 'vit_small_patch16_224'."
+            )
+        if in_chans < 1:
+            raise ValueError(f"in_chans must be >= 1, got {in_chans}.")
+        self.name = name
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.model = _create_timm_model(name, in_chans, img_size)
+        self.embed_dim: int = int(self.model.num_features)
+        self.is_vit: bool = hasattr(self.model, "patch_embed") and hasattr(
+            self.model, "num_prefix_tokens"
+        )
+        cfg = self.model.pretrained_cfg
+        mean = _channel_stats(cfg.get("mean"), in_chans, 0.5)
+        std = _channel_stats(cfg.get("std"), in_chans, 0.5)
+        self.register_buffer("mean", mean.reshape(1, -1, 1, 1))
+        self.register_buffer("std", std.reshape(1, -1, 1, 1))
+        if weights is not None:
+            self.load_weights(weights)
+
+    @property
+    def patch_size(self) -> int | None:
+        """Patch size of a ViT backbone, ``None`` for CNNs."""
+        if not self.is_vit:
+            return None
+        return int(self.model.patch_embed.patch_size[0])
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a safetensors or torch state dict of the timm model, strictly."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Backbone weights {path} not found.")
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"Weights {path} do not fit timm model {self.name!r} (in_chans={self.in_chans}): "
+                f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}. Check the "
+                "architecture name and in_chans match the exported json."
+            )
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Map float images in [0, 1] to the model's input statistics."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def features(self, x: Tensor) -> Tensor:
+        """timm ``forward_features`` on normalised input (model-specific layout)."""
+        return self.model.forward_features(self.normalize(x))
+
+    def pool(self, features: Tensor) -> Tensor:
+        """Pooled ``(B, embed_dim)`` features from ``features(x)``."""
+        return self.model.forward_head(features, pre_logits=True)
+
+    def to_grid(self, features: Tensor) -> Tensor:
+        """Dense ``(B, D, h, w)`` grid from ``features(x)`` (tokens or NHWC maps)."""
+        if features.ndim == 3:
+            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0) :]
+            side = int(round(tokens.shape[1] ** 0.5))
+            if side * side != tokens.shape[1]:
+                raise ValueError(
+                    f"Cannot lay {tokens.shape[1]} patch tokens on a square grid; use square "
+                    "images with ViT backbones."
+                )
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+        if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
+            return features.permute(0, 3, 1, 2)
+        return features
+
+    def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One forward pass returning pooled ``(B, D)`` and dense ``(B, D, h, w)`` features."""
+        features = self.features(x)
+        return self.pool(features), self.to_grid(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled features ``(B, embed_dim)`` of float images in [0, 1]."""
+        return self.pool(self.features(x))
+
+    def config(self) -> dict:
+        """What is needed to rebuild this backbone without lit_ssl (timm name, stats)."""
+        return {
+            "name": self.name,
+            "architecture": self.name,
+            "in_chans": self.in_chans,
+            "img_size": self.img_size,
+            "embed_dim": self.embed_dim,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            "input_range": [0.0, 1.0],
+            "format": "lit_ssl.backbone/1",
+        }
+
+    def export(self, path: str | Path) -> Path:
+        """Write the timm weights as safetensors plus a json config next to them.
+
+        ``timm.create_model(name, pretrained=True, num_classes=0, in_chans=...,
+        pretrained_cfg_overlay=dict(file=path))`` loads the file; mean/std are in the json
+        (timm's model itself expects normalised input).
+
+        Returns:
+            The path of the safetensors file.
+        """
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path), metadata={"architecture": self.name})
+        path.with_suffix(CONFIG_SUFFIX).write_text(json.dumps(self.config(), indent=2))
+        return path
+
+    @classmethod
+    def from_export(cls, path: str | Path) -> Backbone:
+        """Rebuild a backbone from ``export`` output (safetensors + json)."""
+        cfg = load_backbone_config(path)
+        backbone = cls(cfg["name"], in_chans=cfg["in_chans"], img_size=cfg.get("img_size"))
+        backbone.load_weights(path)
+        return backbone
+
+
+def _create_timm_model(name: str, in_chans: int, img_size: int | None) -> nn.Module:
+    """timm model without classifier; ``img_size`` only for architectures that take it."""
+    kwargs: dict = {"pretrained": False, "num_classes": 0, "in_chans": in_chans}
+    if img_size is None:
+        return timm.create_model(name, **kwargs)
+    try:
+        return timm.create_model(name, img_size=img_size, **kwargs)
+    except TypeError as err:  # CNNs have no img_size argument: they take any size
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(name, **kwargs)

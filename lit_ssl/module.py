@@ -1,0 +1,245 @@
+"""SSLModule: a LightningModule pretraining a timm backbone with any SSL head.
+
+Batch contract: training (and validation) batches are ``(views, labels)`` where ``views``
+is a list of float tensors ``(B, C, H, W)`` in [0, 1] (as many as ``head.num_views``, plus
+one un-augmented image last when ``head.clean_view``) and ``labels`` a ``LongTensor (B,)``
+with ``-1`` where unknown (probes use the others). Any DataModule producing this works;
+``FactoryDataModule`` is told the number of views in ``setup`` via ``configure_views``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_ssl.backbone import Backbone
+from lit_ssl.heads.base import (
+    HeadOutput,
+    Reconstructions,
+    SSLHead,
+    describe_head,
+    head_from_description,
+)
+from lit_ssl.optim import LARS, decay_groups, warmup_cosine
+
+__all__ = ["SSLModule", "collapse_std"]
+
+
+def collapse_std(embeddings: Tensor) -> Tensor:
+    """Mean per-dimension std of L2-normalised embeddings (about 1/sqrt(D) when healthy, 0
+    when collapsed)."""
+    return F.normalize(embeddings.float(), dim=1).std(dim=0).mean()
+
+
+class SSLModule(L.LightningModule):
+    """Self-supervised pretraining of a timm backbone with an interchangeable head.
+
+    Args:
+        backbone: timm architecture name or a ready ``Backbone``.
+        head: an ``SSLHead`` (``VICReg()`` by default); changing method is changing this.
+        in_chans: input channels when ``backbone`` is a name.
+        img_size: input size for fixed-size architectures (ViTs) when ``backbone`` is a name.
+        weights: optional local weights file for the backbone (when given by name).
+        optimizer: ``"adamw"`` or ``"lars"``.
+        lr: peak learning rate.
+        weight_decay: weight decay (not applied to norms, biases, tokens).
+        warmup_fraction: fraction of the optimizer steps spent in linear warmup.
+        final_lr_ratio: learning rate at the end of the cosine decay, relative to ``lr``.
+        channels_last: run CNN backbones in channels-last memory format (faster on GPUs).
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "resnet18",
+        head: SSLHead | None = None,
+        in_chans: int = 3,
+        img_size: int | None = None,
+        weights: str | None = None,
+        optimizer: Literal["adamw", "lars"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.1,
+        final_lr_ratio: float = 0.01,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters
+            head = head_from_description(head)
+        if head is None:
+            from lit_ssl.heads.joint_embedding import VICReg
+
+            head = VICReg()
+        if not isinstance(head, SSLHead):
+            raise TypeError(
+                f"head must be an lit_ssl.heads head (SSLHead), got {type(head).__name__}."
+            )
+        if optimizer not in ("adamw", "lars"):
+            raise ValueError(f"optimizer must be 'adamw' or 'lars', got {optimizer!r}.")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
+        if isinstance(backbone, str):
+            backbone = Backbone(backbone, in_chans=in_chans, img_size=img_size, weights=weights)
+        self.save_hyperparameters(ignore=["backbone", "head"])
+        self.hparams.update(
+            backbone=backbone.name,
+            in_chans=backbone.in_chans,
+            img_size=backbone.img_size,
+            weights=None,  # weights live in the checkpoint's state dict from now on
+            head=describe_head(head),
+        )
+        self.backbone = backbone
+        head.check_backbone(backbone)
+        head.build(backbone)
+        self.head = head
+        if channels_last and not backbone.is_vit:
+            self.backbone.to(memory_format=torch.channels_last)
+        self._ema_step = -1
+
+    # ----------------------------------------------------------------- forward / steps
+    def forward(self, x: Tensor) -> Tensor:
+        """Pooled backbone features ``(B, D)`` of float images in [0, 1]."""
+        return self.backbone(x)
+
+    def _prepare(self, views: list[Tensor]) -> list[Tensor]:
+        if self.hparams.channels_last and not self.backbone.is_vit:
+            return [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return list(views)
+
+    def _check_views(self, views: Any) -> list[Tensor]:
+        if not isinstance(views, list | tuple) or not views:
+            raise TypeError(
+                "SSLModule expects batches (views, labels) with views a list of image tensors; "
+                f"got {type(views).__name__}. Use FactoryDataModule(task='ssl') or follow the "
+                "batch contract in lit_ssl.module's docstring."
+            )
+        needed = self.head.num_views + int(self.head.clean_view)
+        if len(views) < needed:
+            raise ValueError(
+                f"{type(self.head).__name__} needs {needed} views per sample, the batch has "
+                f"{len(views)}. Set the DataModule's views to {self.head.num_views} (or leave it "
+                "unset so the model configures it)."
+            )
+        return self._prepare(views)
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+        views, labels = batch
+        output = self.head(self.backbone, self._check_views(views))
+        self._log_output("train", output, batch_size=labels.shape[0])
+        return {"loss": output.loss, "head_output": output, "labels": labels}
+
+    def validation_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+        views, labels = batch
+        output = self.head(self.backbone, self._check_views(views))
+        self._log_output("val", output, batch_size=labels.shape[0])
+        return {"loss": output.loss, "head_output": output, "labels": labels}
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Pooled embeddings of the first view (or of a plain image batch)."""
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        if isinstance(images, list | tuple):
+            images = images[0]
+        return self.backbone(images)
+
+    def _log_output(self, stage: str, output: HeadOutput, batch_size: int) -> None:
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            output.loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        for name, value in output.terms.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=on_step,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+        if output.embeddings is not None:
+            self.log(
+                f"{stage}/embedding_std",
+                collapse_std(output.embeddings),
+                on_step=on_step,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+    @torch.no_grad()
+    def reconstructions(self, views: list[Tensor]) -> Reconstructions | None:
+        """Input / masked input / reconstruction of a reconstruction head, else ``None``.
+
+        Runs the head in eval mode without gradients; used by image-grid callbacks.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            output = self.head(self.backbone, self._prepare(views), return_reconstructions=True)
+        finally:
+            self.train(was_training)
+        return output.reconstructions
+
+    # ----------------------------------------------------------------- EMA / schedules
+    def on_train_start(self) -> None:
+        self._ema_step = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if step == self._ema_step:  # gradient accumulation: no optimizer step this batch
+            return
+        self._ema_step = step
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        self.head.on_optimizer_step(self.backbone, step / total)
+        for name, value in self.head.extra_logs().items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False)
+        self.log(
+            "train/lr",
+            self.trainer.optimizers[0].param_groups[0]["lr"],
+            on_step=True,
+            on_epoch=False,
+        )
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "configure_views"):
+            datamodule.configure_views(self.head.num_views, self.head.clean_view)
+
+    def configure_optimizers(self):
+        no_decay = set(getattr(self.backbone.model, "no_weight_decay", lambda: set())())
+        groups = decay_groups(self.named_parameters(), self.hparams.weight_decay, no_decay)
+        if self.hparams.optimizer == "lars":
+            optimizer = LARS(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        else:
+            for group in groups:
+                group.pop("lars_exclude", None)
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_fraction * total)
+        schedule = partial(
+            warmup_cosine, total=total, warmup=warmup, final_ratio=self.hparams.final_lr_ratio
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ----------------------------------------------------------------- export
+    def export_backbone(self, path: str | Path) -> Path:
+        """Write the backbone as safetensors + json that ``timm.create_model`` loads.
+
+        Returns:
+            Path of the safetensors file.
+        """
+        return self.backbone.export(path)
