@@ -53,7 +53,8 @@ class Backbone(nn.Module):
     Feature formats:
         * ``forward(x)`` -> pooled features ``(B, embed_dim)`` (timm ``pre_logits``).
         * ``forward_dense(x)`` -> ``(pooled, dense)`` with dense features always laid out
-          as a grid ``(B, embed_dim, h, w)``: the last feature map for CNNs, the patch
+          as a grid ``(B, dense_dim, h, w)`` (``dense_dim == embed_dim`` except for models
+          with a pre-logits projection, e.g. MobileNetV3): the last feature map for CNNs, the patch
           tokens (prefix tokens removed) reshaped to the patch grid for ViTs.
 
     Args:
@@ -83,7 +84,8 @@ class Backbone(nn.Module):
         self.in_chans = in_chans
         self.img_size = img_size
         self.model = _create_timm_model(name, in_chans, img_size)
-        self.embed_dim: int = int(self.model.num_features)
+        self.dense_dim: int = int(self.model.num_features)
+        self.embed_dim: int = int(getattr(self.model, "head_hidden_size", None) or self.dense_dim)
         self.is_vit: bool = hasattr(self.model, "patch_embed") and hasattr(
             self.model, "num_prefix_tokens"
         )
@@ -164,6 +166,7 @@ class Backbone(nn.Module):
             "in_chans": self.in_chans,
             "img_size": self.img_size,
             "embed_dim": self.embed_dim,
+            "dense_dim": self.dense_dim,
             "mean": self.mean.flatten().tolist(),
             "std": self.std.flatten().tolist(),
             "input_range": [0.0, 1.0],
