@@ -15,9 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-__all__ = ["LitSSLCLI", "main", "recipe_name"]
-
-RUNS_DIR = "runs"
+__all__ = ["main", "recipe_name"]
 
 
 def recipe_name(argv: Sequence[str]) -> str:
@@ -62,14 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     _lightning_cli(args, from_command_line=argv is None)
     return 0
-
-
-def __getattr__(name: str):
-    if name == "LitSSLCLI":
-        from lit_ssl.cli_lightning import LitSSLCLI
-
-        return LitSSLCLI
-    raise AttributeError(name)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def _float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     @wraps(fn)
     def wrapper(*args, **kwargs):
         args = tuple(a.float() if isinstance(a, Tensor) else a for a in args)
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        kwargs = {k: v.float() if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+        device = tensors[0].device.type if tensors else "cpu"
         with torch.autocast(device_type=device, enabled=False):
             return fn(*args, **kwargs)
 
