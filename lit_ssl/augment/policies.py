@@ -1,0 +1,178 @@
+"""Named augmentation presets for factory imagery, and their YAML round trip.
+
+Every preset starts with ``ToFloat`` (so ``uint8``, ``uint16`` and float input all work and every
+later transform sees float32 in [0, 1]) and a ``Resize`` to ``image_size``; none normalises (that
+lives inside the Backbone). Presets re-sample nuisance (illumination, exposure, noise, pose) and
+avoid transforms that erase or fake defects: no cutout/erasing, no aggressive random-resized crop,
+no strong blur; geometric transforms use reflect borders (a black border looks like an edge
+defect).
+
+- ``surface``: flat textured parts. Flips, 90-degree rotations, small shift/scale, illumination
+  gradient, vignetting, brightness/contrast/gamma, sensor noise.
+- ``object``: discrete parts whose orientation may be a defect cue. No flips; small rotation,
+  scale and shift; the same photometric nuisance.
+- ``minimal``: resize only (evaluation, and the clean view of denoising heads).
+- ``natural``: the SimCLR/BYOL ImageNet pipeline (random-resized crop with scale (0.08, 1),
+  colour jitter, grey, blur, solarise), for comparison only: it does crop defects away.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+
+from lit_ssl.augment.transforms import (  # noqa: E402
+    IlluminationGradient,
+    PoissonGaussianNoise,
+    Vignetting,
+)
+
+__all__ = ["PRESETS", "load_policy", "policy", "policy_from_yaml", "policy_to_yaml", "save_policy"]
+
+PRESETS = ("surface", "object", "minimal", "natural")
+_REFLECT = cv2.BORDER_REFLECT_101
+
+
+def _head(image_size: int) -> list[A.BasicTransform]:
+    return [
+        A.ToFloat(max_value=None, p=1.0),
+        A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA, p=1.0),
+    ]
+
+
+def _photometric() -> list[A.BasicTransform]:
+    return [
+        IlluminationGradient(strength_range=(0.0, 0.25), p=0.8),
+        Vignetting(strength_range=(0.0, 0.25), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.8),
+        A.RandomGamma(gamma_limit=(85, 115), p=0.5),
+        PoissonGaussianNoise(shot_range=(0.0, 0.002), read_range=(0.0, 0.015), p=0.5),
+    ]
+
+
+def _surface(image_size: int, in_chans: int) -> list[A.BasicTransform]:
+    geometry = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=1.0),
+        A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), border_mode=_REFLECT, p=0.7),
+    ]
+    return _head(image_size) + geometry + _photometric()
+
+
+def _object(image_size: int, in_chans: int) -> list[A.BasicTransform]:
+    geometry = [
+        A.Affine(
+            translate_percent=(-0.04, 0.04),
+            scale=(0.95, 1.05),
+            rotate=(-10, 10),
+            border_mode=_REFLECT,
+            p=0.7,
+        )
+    ]
+    return _head(image_size) + geometry + _photometric()
+
+
+def _minimal(image_size: int, in_chans: int) -> list[A.BasicTransform]:
+    return _head(image_size)
+
+
+def _natural(image_size: int, in_chans: int) -> list[A.BasicTransform]:
+    if in_chans == 3:
+        colour = [
+            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
+            A.ToGray(num_output_channels=3, p=0.2),
+        ]
+    else:
+        colour = [A.RandomBrightnessContrast(brightness_limit=0.4, contrast_limit=0.4, p=0.8)]
+    blur = max(3, (image_size // 10) | 1)
+    return [
+        A.ToFloat(max_value=None, p=1.0),
+        A.RandomResizedCrop(size=(image_size, image_size), scale=(0.08, 1.0), p=1.0),
+        A.HorizontalFlip(p=0.5),
+        *colour,
+        A.GaussianBlur(blur_limit=(3, blur), sigma_limit=(0.1, 2.0), p=0.5),
+        A.Solarize(threshold_range=(0.5, 0.5), p=0.2),
+    ]
+
+
+_BUILDERS = {"surface": _surface, "object": _object, "minimal": _minimal, "natural": _natural}
+
+
+def policy(
+    name: str, image_size: int = 64, in_chans: int = 3, seed: int | None = None
+) -> A.Compose:
+    """Build a named preset, or load a policy from a YAML file.
+
+    Args:
+        name: One of :data:`PRESETS`, or a path to a ``.yaml``/``.yml`` policy (then
+            ``image_size`` and ``in_chans`` are whatever the file says).
+        image_size: Side of the square output, in pixels.
+        in_chans: Channels of the input images (1 or 3); picks colour or grey jitter.
+        seed: Seed of the Compose's private RNG (albumentations does not serialise it).
+
+    Returns:
+        An ``albumentations.Compose`` mapping an ``H x W x C`` image (uint8, uint16 or float)
+        to a float32 ``image_size x image_size x C`` image in about [0, 1].
+
+    Raises:
+        ValueError: Unknown preset name.
+    """
+    if name.lower().endswith((".yaml", ".yml")):
+        compose = load_policy(name)
+    elif name in _BUILDERS:
+        compose = A.Compose(_BUILDERS[name](image_size, in_chans), strict=True)
+    else:
+        raise ValueError(f"unknown policy {name!r}; use one of {PRESETS} or a .yaml file")
+    compose.set_random_seed(seed)
+    return compose
+
+
+def policy_to_yaml(compose: A.Compose) -> str:
+    """Serialise a policy to YAML text (the seed is not included)."""
+    import io
+
+    buffer = io.StringIO()
+    A.save(compose, buffer, data_format="yaml")
+    return buffer.getvalue()
+
+
+def policy_from_yaml(text: str) -> A.Compose:
+    """Rebuild a policy from YAML text written by :func:`policy_to_yaml`."""
+    import io
+
+    return A.load(io.StringIO(text), data_format="yaml")
+
+
+def save_policy(compose: A.Compose, path: str | os.PathLike[str]) -> None:
+    """Write a policy to a YAML file (recipes can then carry a full custom policy).
+
+    Args:
+        compose: The policy.
+        path: Destination ``.yaml`` file.
+    """
+    Path(path).write_text(policy_to_yaml(compose))
+
+
+def load_policy(path: str | os.PathLike[str]) -> A.Compose:
+    """Read a policy from a YAML file written by :func:`save_policy` or by hand.
+
+    Args:
+        path: A ``.yaml`` file in albumentations' serialisation format.
+
+    Returns:
+        The policy (custom lit_ssl transforms are registered by importing this module).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file {path} does not exist; check the path")
+    return policy_from_yaml(path.read_text())

@@ -1,0 +1,45 @@
+"""Factory image data: readers, dataset layouts, synthetic factory imagery, FactoryDataModule.
+
+Public API: :class:`FactoryDataModule`, :func:`read_image`, :func:`read_raw`,
+:func:`list_images`, :class:`BadImageError`, :class:`Sample`, :func:`find_samples`,
+:func:`detect_layout`, :func:`write_synthetic_dataset`, :func:`default_dataset`,
+:func:`generate_image`, :func:`measure_energy`, :data:`MATERIALS`, :data:`DEFECTS`.
+"""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from lit_ssl.data.datamodule import FactoryDataModule  # noqa: E402
+from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn  # noqa: E402
+from lit_ssl.data.io import BadImageError, list_images, read_image, read_raw  # noqa: E402
+from lit_ssl.data.layouts import LAYOUTS, Sample, detect_layout, find_samples  # noqa: E402
+from lit_ssl.data.synthetic import (  # noqa: E402
+    DEFECTS,
+    MATERIALS,
+    default_dataset,
+    generate_image,
+    measure_energy,
+    write_synthetic_dataset,
+)
+
+__all__ = [
+    "DEFECTS",
+    "LAYOUTS",
+    "MATERIALS",
+    "BadImageError",
+    "FactoryDataModule",
+    "FactoryDataset",
+    "ImageStore",
+    "Sample",
+    "default_dataset",
+    "detect_layout",
+    "find_samples",
+    "generate_image",
+    "list_images",
+    "measure_energy",
+    "read_image",
+    "read_raw",
+    "worker_init_fn",
+    "write_synthetic_dataset",
+]

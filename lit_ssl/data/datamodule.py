@@ -1,0 +1,396 @@
+"""FactoryDataModule: a folder of factory images (or the embedded synthetic data) to batches.
+
+Batch formats:
+
+- ``task="ssl"``, train/val: ``(views, labels)``; ``views`` is a list of float32 ``(B, C, H, W)``
+  tensors in [0, 1] (one per view, then the resize-only clean view if a head asked for it),
+  ``labels`` a LongTensor ``(B,)`` with -1 where unknown.
+- ``task="classify"``, train/val: ``(images, labels)``.
+- test and predict, both tasks: ``(images, labels, paths)``, ``paths`` a list of str; test
+  covers the test split, predict every sample of the dataset (sorted by path).
+
+No mean/std normalisation happens here; it lives inside the Backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from lit_ssl.augment.views import MultiView, multi_view
+from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
+from lit_ssl.data.io import IMAGE_EXTENSIONS, infer_bit_depth
+from lit_ssl.data.layouts import LAYOUTS, Sample, find_samples
+from lit_ssl.data.scan import ScanResult, scan_files
+from lit_ssl.data.synthetic import default_dataset
+from lit_ssl.data.table import (
+    assign_splits,
+    class_names_of,
+    encode_labels,
+    good_index,
+    hide_labels,
+)
+
+__all__ = ["FactoryDataModule"]
+
+log = logging.getLogger("lit_ssl.data")
+_STAGE_OFFSET = {"train": 0, "val": 1, "test": 2, "predict": 3}
+_MAX_NAMED = 20
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class FactoryDataModule(L.LightningDataModule):
+    """Factory inspection images for self-supervised pretraining or defect classification.
+
+    Args:
+        root: Dataset folder or CSV manifest; None uses the embedded synthetic factory data
+            (generated once into ``$LIT_SSL_CACHE`` or ``~/.cache/lit_ssl``).
+        layout: ``"auto"`` or one of ``mvtec``, ``visa``, ``class_folders``, ``csv``,
+            ``unlabeled`` (see :mod:`lit_ssl.data.layouts`).
+        task: ``"ssl"`` (multi-view batches) or ``"classify"`` (image batches).
+        policy: Augmentation preset name or YAML path, or one per view.
+        views: Number of augmented views; None lets the model decide (via
+            :meth:`configure_views`), 2 if nobody does.
+        image_size: Side of the square images given to the model.
+        in_chans: Channels given to the model (mono/RGB converted as needed).
+        batch_size: Batch size of every loader.
+        num_workers: DataLoader worker processes.
+        val_fraction: Fraction of each class held out for validation (when the layout has none).
+        test_fraction: Fraction of each labeled class held out for test (when the layout has
+            none); unlabeled images never go to test.
+        seed: Seed of splits, label subsets, shuffling and augmentation.
+        on_bad_file: ``"skip"`` unreadable files (one warning naming them) or ``"raise"``.
+        label_fraction: Fraction of training labels kept per class (few-label experiments);
+            hidden labels become -1 (ssl) or are dropped from training (classify).
+        keep_layout_split: Keep an MVTec-style train/test split even when train holds only the
+            good class (by default the whole dataset is re-split so training sees defects).
+        bit_depth: Significant bits of 16-bit images; None infers one depth for the dataset.
+        cache_images: Keep decoded images in memory: True, False, or None (if they fit in
+            ``cache_limit_mb``).
+        cache_limit_mb: Memory limit of the automatic cache.
+        verify_files: Decode every file at setup to find bad files early (recommended).
+        pin_memory: Pin batches in memory; None pins when CUDA is available.
+        persistent_workers: Keep workers alive between epochs (when ``num_workers > 0``).
+        drop_last: Drop the last incomplete training batch (ignored if the split is smaller
+            than one batch).
+        nuisance: Nuisance strength of the embedded synthetic data (``root=None`` only).
+        synthetic_material: Material of the embedded synthetic data (``root=None`` only).
+        synthetic_size: Image side of the embedded synthetic data (``root=None`` only).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        layout: str = "auto",
+        task: Literal["ssl", "classify"] = "ssl",
+        policy: str | list[str] = "surface",
+        views: int | None = None,
+        image_size: int = 64,
+        in_chans: int = 3,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        on_bad_file: Literal["skip", "raise"] = "skip",
+        label_fraction: float = 1.0,
+        keep_layout_split: bool = False,
+        bit_depth: int | None = None,
+        cache_images: bool | None = None,
+        cache_limit_mb: float = 1024.0,
+        verify_files: bool = True,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        nuisance: float = 0.5,
+        synthetic_material: str = "metal",
+        synthetic_size: int = 64,
+    ):
+        super().__init__()
+        _check(task in ("ssl", "classify"), f"task={task!r}; use 'ssl' or 'classify'")
+        _check(layout in (*LAYOUTS, "auto"), f"layout={layout!r}; use 'auto' or one of {LAYOUTS}")
+        _check(on_bad_file in ("skip", "raise"), f"on_bad_file={on_bad_file!r}; use skip|raise")
+        _check(views is None or views >= 1, f"views={views}; use a positive number or None")
+        _check(image_size >= 8, f"image_size={image_size}; use at least 8 pixels")
+        _check(batch_size >= 1 and num_workers >= 0, "batch_size >= 1 and num_workers >= 0")
+        _check(0 < label_fraction <= 1, f"label_fraction={label_fraction}; must be in (0, 1]")
+        self.save_hyperparameters()
+        self.root = root
+        self.task = task
+        self.num_views = views or 2
+        self.clean_view = False
+        self.samples: list[Sample] = []
+        self.resolved_layout: str | None = None
+        self._ready = False
+
+    # ------------------------------------------------------------------ views
+
+    def configure_views(self, num_views: int, clean_view: bool = False) -> None:
+        """Set the number of views the model's head needs (called by ``SSLModule.setup``).
+
+        Args:
+            num_views: Augmented views per sample.
+            clean_view: Append the resize-only ("minimal") image as an extra last view.
+
+        Raises:
+            ValueError: The constructor was given a different explicit ``views``.
+        """
+        explicit = self.hparams.views
+        if explicit is not None and explicit != num_views:
+            raise ValueError(
+                f"the data module was configured with views={explicit} but the model's head "
+                f"needs num_views={num_views}; remove data.views or set it to {num_views}"
+            )
+        _check(num_views >= 1, f"num_views={num_views}; must be positive")
+        self.num_views = num_views
+        self.clean_view = clean_view
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare_data(self) -> None:
+        """Generate the embedded synthetic dataset once (``root=None`` only)."""
+        if self.hparams.root is None:
+            self._synthetic_root()
+
+    def _synthetic_root(self) -> Path:
+        hp = self.hparams
+        return default_dataset(hp.nuisance, hp.synthetic_size, 3, hp.synthetic_material, 0)
+
+    def setup(self, stage: str | None = None) -> None:
+        """List, verify, label and split the samples (once; later calls do nothing).
+
+        Args:
+            stage: Lightning stage (unused: every split is prepared together).
+
+        Raises:
+            ValueError: No readable image, or ``task="classify"`` without labels.
+        """
+        if self._ready:
+            return
+        root = Path(self.hparams.root) if self.hparams.root else self._synthetic_root()
+        self.root = str(root)
+        self.resolved_layout, samples = find_samples(root, self.hparams.layout)
+        _check(bool(samples), self._empty_message(root))
+        scan = self._scan(samples)
+        self.samples = [s for s in samples if s.path not in scan.bad]
+        _check(bool(self.samples), f"none of the {len(samples)} files under {root} is readable")
+        self._label_and_split()
+        self._store = ImageStore(
+            [s.path for s in self.samples],
+            self.hparams.in_chans,
+            self._bit_depth(scan),
+            scan.cache,
+            skip_bad=self.hparams.on_bad_file == "skip",
+        )
+        self._ready = True
+        self._log_summary()
+
+    def _empty_message(self, root: Path) -> str:
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        return (
+            f"no images found under {root} (layout {self.resolved_layout!r}); expected files "
+            f"with extensions {extensions} (any case); hidden files and folders are ignored"
+        )
+
+    def _scan(self, samples: list[Sample]) -> ScanResult:
+        hp = self.hparams
+        if not hp.verify_files:
+            return ScanResult()
+        paths = [s.path for s in samples]
+        scan = scan_files(paths, hp.cache_images, hp.cache_limit_mb, min(8, os.cpu_count() or 1))
+        if scan.bad:
+            self._report_bad(scan.bad, len(paths))
+        return scan
+
+    def _report_bad(self, bad: dict[str, str], total: int) -> None:
+        names = sorted(bad)
+        listed = "\n  ".join(bad[n] for n in names[:_MAX_NAMED])
+        more = f"\n  ... and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
+        message = f"{len(bad)} of {total} image files are unreadable:\n  {listed}{more}"
+        if self.hparams.on_bad_file == "raise":
+            raise ValueError(f"{message}\nfix or delete them, or set on_bad_file='skip'")
+        warnings.warn(f"{message}\nthey are skipped (on_bad_file='skip')", stacklevel=3)
+
+    def _bit_depth(self, scan: ScanResult) -> int | None:
+        if self.hparams.bit_depth is not None:
+            return self.hparams.bit_depth
+        if scan.declared_bits is not None:
+            return scan.declared_bits
+        if scan.max_uint16 > 0:
+            bits = infer_bit_depth(scan.max_uint16)
+            log.info("16-bit images scaled as %d-bit (max value %d)", bits, scan.max_uint16)
+            return bits
+        return None
+
+    def _label_and_split(self) -> None:
+        hp = self.hparams
+        self.class_names = class_names_of(self.samples)
+        if self.task == "classify" and not self.class_names:
+            raise ValueError(
+                f"task='classify' needs labels but layout {self.resolved_layout!r} has none; "
+                "use class folders, an MVTec tree or a CSV manifest with a label column"
+            )
+        self.labels = encode_labels(self.samples, self.class_names)
+        self.splits = assign_splits(
+            self.samples,
+            self.labels,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.seed,
+            hp.keep_layout_split,
+        )
+        train = np.flatnonzero(self.splits == "train")
+        self.train_labels = hide_labels(self.labels, train, hp.label_fraction, hp.seed)
+
+    def _log_summary(self) -> None:
+        log.info(
+            "data: %s layout at %s; classes %s; splits %s",
+            self.resolved_layout,
+            self.root,
+            self.class_counts,
+            self.split_sizes,
+        )
+
+    # ------------------------------------------------------------------ facts
+
+    def _require_setup(self) -> None:
+        if not self._ready:
+            raise RuntimeError("call setup() first (the Trainer does it before fitting)")
+
+    @property
+    def good_class(self) -> int | None:
+        """Index of the defect-free class (0), or None if no class is named good/ok/normal."""
+        self._require_setup()
+        return good_index(self.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 when unlabeled)."""
+        self._require_setup()
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Images per class over the whole dataset (``"unlabeled"`` for unknown labels)."""
+        self._require_setup()
+        names = [*self.class_names, "unlabeled"]
+        return dict(Counter(names[label] for label in self.labels.tolist()))
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Images per split."""
+        self._require_setup()
+        return {
+            split: int((self.splits == split).sum())
+            for split in _STAGE_OFFSET
+            if split != "predict"
+        }
+
+    def sample_table(self) -> list[dict[str, str | int | None]]:
+        """The sample table, one row per sample (handy for logging or a pandas DataFrame).
+
+        Returns:
+            Rows with ``path``, ``label`` (name or None), ``target`` (int, -1 unknown),
+            ``split`` and ``mask`` (path or None).
+        """
+        self._require_setup()
+        return [
+            {
+                "path": s.path,
+                "label": s.label,
+                "target": int(target),
+                "split": str(split),
+                "mask": s.mask,
+            }
+            for s, target, split in zip(self.samples, self.labels, self.splits, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ loaders
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def _seed(self, stage: str) -> int:
+        return self.hparams.seed * 1009 + self._rank() * 101 + _STAGE_OFFSET[stage]
+
+    def _views(self, stage: str, num_views: int, clean: bool) -> MultiView:
+        hp = self.hparams
+        augmented = stage == "train" or (stage == "val" and self.task == "ssl")
+        names = hp.policy if augmented else "minimal"
+        return multi_view(names, num_views, hp.image_size, hp.in_chans, clean, self._seed(stage))
+
+    def _indices(self, split: str, labels: np.ndarray, labeled_only: bool) -> np.ndarray:
+        if split == "all":
+            return np.arange(len(self.samples))
+        indices = np.flatnonzero(self.splits == split)
+        if labeled_only:
+            indices = indices[labels[indices] >= 0]
+        if len(indices) == 0:
+            raise ValueError(
+                f"the {split} split is empty (split sizes {self.split_sizes}); add images or "
+                "change val_fraction/test_fraction"
+            )
+        return indices
+
+    def _loader(self, dataset: FactoryDataset, stage: str) -> DataLoader:
+        hp = self.hparams
+        workers, train = hp.num_workers, stage == "train"
+        pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=train,
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=workers > 0 and hp.persistent_workers,
+            worker_init_fn=worker_init_fn if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self._seed(stage)),
+            drop_last=train and hp.drop_last and len(dataset) >= hp.batch_size,
+        )
+
+    def _dataset(self, stage: str) -> FactoryDataset:
+        self._require_setup()
+        split = "all" if stage == "predict" else stage
+        classify = self.task == "classify"
+        labels = self.train_labels if stage == "train" else self.labels
+        indices = self._indices(split, labels, labeled_only=classify and stage != "predict")
+        if stage in ("test", "predict"):
+            return FactoryDataset(
+                self._store, indices, labels, self._views(stage, 1, False), "image_path"
+            )
+        if classify:
+            return FactoryDataset(
+                self._store, indices, labels, self._views(stage, 1, False), "image"
+            )
+        transform = self._views(stage, self.num_views, self.clean_view)
+        return FactoryDataset(self._store, indices, labels, transform, "views")
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches (augmented views for ssl, augmented images for classify)."""
+        return self._loader(self._dataset("train"), "train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (augmented views for ssl, resized images for classify)."""
+        return self._loader(self._dataset("val"), "val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches ``(images, labels, paths)``, resize only."""
+        return self._loader(self._dataset("test"), "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches ``(images, labels, paths)`` over every sample, resize only."""
+        return self._loader(self._dataset("predict"), "predict")

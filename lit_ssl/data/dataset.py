@@ -1,0 +1,145 @@
+"""Torch datasets over a sample table: decode once per sample, transform into one or more views.
+
+The per-sample path reads the file once (or takes the array decoded at setup), converts it to
+float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from lit_ssl.augment.views import MultiView
+from lit_ssl.data.io import BadImageError, convert_channels, read_raw, to_float
+
+__all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
+
+log = logging.getLogger("lit_ssl.data")
+Mode = Literal["views", "image", "image_path"]
+
+
+class ImageStore:
+    """Decoded images by index, from an in-memory cache or the disk.
+
+    Args:
+        paths: Image files.
+        in_chans: Channels to return.
+        bit_depth: Significant bits of 16-bit data (None infers per image).
+        cache: Arrays decoded at setup, by path (None reads from disk every time).
+        skip_bad: When a file fails to decode at run time, use the next readable one
+            (with a warning) instead of raising.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        in_chans: int,
+        bit_depth: int | None = None,
+        cache: dict[str, np.ndarray] | None = None,
+        skip_bad: bool = True,
+    ):
+        self.paths = list(paths)
+        self.in_chans = in_chans
+        self.bit_depth = bit_depth
+        self.cache = cache
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _raw(self, index: int) -> np.ndarray:
+        path = self.paths[index]
+        if self.cache is not None and path in self.cache:
+            return self.cache[path]
+        return read_raw(path)[0]
+
+    def image(self, index: int) -> np.ndarray:
+        """float32 ``H x W x in_chans`` image in [0, 1] of sample ``index``."""
+        for attempt in range(len(self.paths)):
+            current = (index + attempt) % len(self.paths)
+            try:
+                raw = self._raw(current)
+            except BadImageError as error:
+                if not self.skip_bad:
+                    raise
+                log.warning("skipping unreadable file at run time: %s", error)
+                continue
+            return convert_channels(to_float(raw, self.bit_depth), self.in_chans)
+        raise BadImageError("no readable image left in the dataset")
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    image = np.clip(image.astype(np.float32, copy=False), 0.0, 1.0)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class FactoryDataset(Dataset):
+    """Samples of one split, as views or single images.
+
+    Items by ``mode``:
+
+    - ``"views"``: ``(views, label)``, views a list of ``(C, H, W)`` float tensors in [0, 1];
+    - ``"image"``: ``(image, label)``;
+    - ``"image_path"``: ``(image, label, path)``.
+
+    Args:
+        store: Decoded images.
+        indices: Which samples of ``store`` form this split.
+        labels: Label of every sample of ``store`` (-1 unknown).
+        transform: Views to produce (one policy for ``"image"`` modes).
+        mode: Item format (see above).
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        indices: np.ndarray,
+        labels: np.ndarray,
+        transform: MultiView,
+        mode: Mode = "views",
+    ):
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def reseed(self, seed: int) -> None:
+        """Reseed every albumentations policy of this dataset (see :func:`worker_init_fn`)."""
+        self.transform.reseed(seed)
+
+    def __getitem__(self, item: int) -> tuple:
+        index = int(self.indices[item])
+        views = [_to_tensor(v) for v in self.transform(self.store.image(index))]
+        label = int(self.labels[index])
+        if self.mode == "views":
+            return views, label
+        if self.mode == "image":
+            return views[0], label
+        return views[0], label, self.store.paths[index]
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Reseed the worker's copy of the dataset's policies from the worker's torch seed.
+
+    The torch seed differs per worker and per epoch (non-persistent workers get a new base seed
+    every epoch; persistent workers keep advancing their own RNG), and it is reproducible when
+    the DataLoader's generator is seeded. This fixes albumentations 2.0.8 composes, whose private
+    RNG is otherwise copied unchanged into every worker.
+
+    Args:
+        worker_id: Index of the worker (unused; the seed already includes it).
+    """
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(info.seed)

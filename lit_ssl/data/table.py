@@ -1,0 +1,156 @@
+"""Class names, integer labels and deterministic stratified splits for a list of samples.
+
+Rules (documented in docs/data.md):
+
+- Class index 0 is the defect-free class (``good``/``ok``/``normal``) when there is one; defect
+  classes follow, sorted by name. Unknown labels are -1.
+- A layout's own splits are kept, except when its train split holds fewer than two known classes
+  while the whole dataset holds more (MVTec AD: ``train/`` is all good): then, unless
+  ``keep_layout_split=True``, the whole dataset is re-split, so classifiers and online probes see
+  defects in training.
+- Samples without a split are split per class (stratified) with a seeded RNG: ``test_fraction`` to
+  test, ``val_fraction`` to val, the rest to train. Unlabeled samples never go to test.
+- If no validation samples result (a layout with train/test only), ``val_fraction`` of train moves
+  to val, stratified.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from lit_ssl.data.layouts import GOOD_NAMES, Sample
+
+__all__ = ["assign_splits", "class_names_of", "encode_labels", "good_index", "hide_labels"]
+
+log = logging.getLogger("lit_ssl.data")
+
+
+def class_names_of(samples: list[Sample]) -> list[str]:
+    """Class names with the defect-free class first and defect classes sorted after it.
+
+    Args:
+        samples: The dataset's samples.
+
+    Returns:
+        Class names; empty when no sample has a label.
+    """
+    names = sorted({s.label for s in samples if s.label is not None})
+    for good in GOOD_NAMES:
+        match = [n for n in names if n.lower() == good]
+        if match:
+            names.remove(match[0])
+            return [match[0], *names]
+    return names
+
+
+def good_index(class_names: list[str]) -> int | None:
+    """Index of the defect-free class, or None if no class is named good/ok/normal."""
+    if class_names and class_names[0].lower() in GOOD_NAMES:
+        return 0
+    return None
+
+
+def encode_labels(samples: list[Sample], class_names: list[str]) -> np.ndarray:
+    """Integer labels (int64), -1 where unknown."""
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.array([index.get(s.label, -1) for s in samples], dtype=np.int64)
+
+
+def _take(n: int, fraction: float) -> int:
+    count = int(round(fraction * n))
+    if fraction > 0 and count == 0 and n >= 3:
+        count = 1
+    return min(count, n)
+
+
+def _stratified(
+    indices: np.ndarray, labels: np.ndarray, fractions: dict[str, float], seed: int
+) -> dict[int, str]:
+    rng = np.random.default_rng(seed)
+    chosen: dict[int, str] = {}
+    for label in np.unique(labels[indices]):
+        group = rng.permutation(indices[labels[indices] == label])
+        start = 0
+        for split, fraction in fractions.items():
+            if split == "test" and label < 0:
+                continue
+            count = _take(len(group), fraction)
+            chosen.update({int(i): split for i in group[start : start + count]})
+            start += count
+        chosen.update({int(i): "train" for i in group[start:]})
+    return chosen
+
+
+def _layout_splits(samples: list[Sample], labels: np.ndarray, keep: bool) -> np.ndarray:
+    splits = np.array([s.split for s in samples], dtype=object)
+    train_classes = set(labels[(splits == "train") & (labels >= 0)].tolist())
+    all_classes = set(labels[labels >= 0].tolist())
+    if not keep and (splits == "train").any() and len(train_classes) < 2 <= len(all_classes):
+        log.info("layout's train split holds one class only: re-splitting the whole dataset")
+        splits[:] = None
+    return splits
+
+
+def assign_splits(
+    samples: list[Sample],
+    labels: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    keep_layout_split: bool = False,
+) -> np.ndarray:
+    """Give every sample a split, deterministically (see the module docstring).
+
+    Args:
+        samples: The dataset's samples.
+        labels: Their integer labels (-1 unknown).
+        val_fraction: Fraction of each class for validation.
+        test_fraction: Fraction of each labeled class for test.
+        seed: Seed of the split.
+        keep_layout_split: Keep the layout's train/test even if train holds one class only.
+
+    Returns:
+        Array of ``"train"``/``"val"``/``"test"`` strings, one per sample.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+            "and sum to less than 1"
+        )
+    splits = _layout_splits(samples, labels, keep_layout_split)
+    free = np.flatnonzero(splits == None)  # noqa: E711 (element-wise comparison)
+    fractions = {"test": test_fraction, "val": val_fraction}
+    for i, split in _stratified(free, labels, fractions, seed).items():
+        splits[i] = split
+    if not (splits == "val").any() and val_fraction > 0:
+        train = np.flatnonzero(splits == "train")
+        for i, split in _stratified(train, labels, {"val": val_fraction}, seed + 1).items():
+            splits[i] = split
+    return splits.astype(str)
+
+
+def hide_labels(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Keep only ``fraction`` of the known labels among ``indices`` (at least one per class).
+
+    Args:
+        labels: All labels (-1 unknown); not modified.
+        indices: The samples concerned (usually the train split).
+        fraction: Fraction of labels to keep per class, in (0, 1].
+        seed: Seed of the choice.
+
+    Returns:
+        A copy of ``labels`` with the hidden ones set to -1.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction={fraction} must be in (0, 1]")
+    out = labels.copy()
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels[indices]):
+        if label < 0:
+            continue
+        group = rng.permutation(indices[labels[indices] == label])
+        out[group[max(1, math.ceil(fraction * len(group))) :]] = -1
+    return out
