@@ -177,8 +177,9 @@ class Backbone(nn.Module):
         """Write the timm weights as safetensors plus a json config next to them.
 
         ``timm.create_model(name, pretrained=True, num_classes=0, in_chans=...,
-        pretrained_cfg_overlay=dict(file=path))`` loads the file; mean/std are in the json
-        (timm's model itself expects normalised input).
+        pretrained_cfg_overlay=dict(file=path))`` loads the file (add ``img_size=`` from the
+        json for a ViT built with a non-default size); mean/std are in the json (timm's model
+        itself expects normalised input).
 
         Returns:
             The path of the safetensors file.

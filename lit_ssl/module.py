@@ -9,6 +9,7 @@ with ``-1`` where unknown (probes use the others). Any DataModule producing this
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +112,20 @@ class SSLModule(L.LightningModule):
             return [v.contiguous(memory_format=torch.channels_last) for v in views]
         return list(views)
 
+    @staticmethod
+    def _split_batch(batch: Any) -> tuple[Any, Tensor]:
+        if not isinstance(batch, list | tuple) or len(batch) != 2:
+            raise TypeError(
+                "SSLModule expects batches (views, labels) with views a list of image tensors; "
+                f"got {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, list | tuple) else "")
+                + ". Follow the batch contract in lit_ssl.module's docstring."
+            )
+        views, labels = batch
+        if not isinstance(labels, Tensor):
+            labels = torch.as_tensor(labels)
+        return views, labels
+
     def _check_views(self, views: Any) -> list[Tensor]:
         if not isinstance(views, list | tuple) or not views:
             raise TypeError(
@@ -128,13 +143,13 @@ class SSLModule(L.LightningModule):
         return self._prepare(views)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
-        views, labels = batch
+        views, labels = self._split_batch(batch)
         output = self.head(self.backbone, self._check_views(views))
         self._log_output("train", output, batch_size=labels.shape[0])
         return {"loss": output.loss, "head_output": output, "labels": labels}
 
     def validation_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
-        views, labels = batch
+        views, labels = self._split_batch(batch)
         output = self.head(self.backbone, self._check_views(views))
         self._log_output("val", output, batch_size=labels.shape[0])
         return {"loss": output.loss, "head_output": output, "labels": labels}
@@ -199,7 +214,7 @@ class SSLModule(L.LightningModule):
         if step == self._ema_step:  # gradient accumulation: no optimizer step this batch
             return
         self._ema_step = step
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self._total_steps()
         self.head.on_optimizer_step(self.backbone, step / total)
         for name, value in self.head.extra_logs().items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False)
@@ -209,6 +224,16 @@ class SSLModule(L.LightningModule):
             on_step=True,
             on_epoch=False,
         )
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run (schedules need a finite number)."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "The LR and EMA schedules need a finite number of optimizer steps: set "
+                "Trainer(max_steps=...) or max_epochs with a sized dataloader."
+            )
+        return max(1, int(total))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -224,7 +249,7 @@ class SSLModule(L.LightningModule):
             for group in groups:
                 group.pop("lars_exclude", None)
             optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self._total_steps()
         warmup = int(self.hparams.warmup_fraction * total)
         schedule = partial(
             warmup_cosine, total=total, warmup=warmup, final_ratio=self.hparams.final_lr_ratio

@@ -41,7 +41,7 @@ def warmup_cosine(step: int, total: int, warmup: int, final_ratio: float = 0.0) 
 
 class LARS(torch.optim.Optimizer):
     """LARS (You et al. 2017) as used by SimCLR/BYOL/VICReg: SGD with momentum and a
-    layer-wise trust ratio ``eta * ||w|| / (||g|| + wd * ||w||)``.
+    layer-wise trust ratio ``eta * ||w|| / ||g + wd * w||``.
 
     Groups with ``lars_exclude=True`` (biases and norms) use plain SGD with momentum.
 

@@ -1,0 +1,239 @@
+"""lit_ssl.losses against hand-computed values and straightforward paper re-implementations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_ssl import losses
+
+# ----------------------------------------------------------------- independent references
+
+
+def ref_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
+    """SimCLR Eq. 1 with explicit loops: 2N anchors, each against its pair and 2N - 2 others."""
+    z = torch.cat([z1, z2]).double()
+    n2 = z.shape[0]
+    n = n2 // 2
+    total = z.new_zeros(())
+    for i in range(n2):
+        j = (i + n) % n2
+        sims = [F.cosine_similarity(z[i], z[k], dim=0) / t for k in range(n2)]
+        denom = sum(torch.exp(sims[k]) for k in range(n2) if k != i)
+        total = total - torch.log(torch.exp(sims[j]) / denom)
+    return total / n2
+
+
+def ref_vicreg(z_a, z_b, lam=25.0, mu=25.0, nu=1.0):
+    """Bardes et al. 2022, Algorithm 1 (variance terms of both branches summed)."""
+    z_a, z_b = z_a.double(), z_b.double()
+    n, d = z_a.shape
+    sim_loss = F.mse_loss(z_a, z_b)
+    std_a = torch.sqrt(z_a.var(dim=0) + 1e-4)
+    std_b = torch.sqrt(z_b.var(dim=0) + 1e-4)
+    std_loss = torch.mean(F.relu(1 - std_a)) + torch.mean(F.relu(1 - std_b))
+    z_a = z_a - z_a.mean(dim=0)
+    z_b = z_b - z_b.mean(dim=0)
+    cov_a = (z_a.T @ z_a) / (n - 1)
+    cov_b = (z_b.T @ z_b) / (n - 1)
+    off = ~torch.eye(d, dtype=torch.bool)
+    cov_loss = cov_a[off].pow(2).sum() / d + cov_b[off].pow(2).sum() / d
+    return lam * sim_loss + mu * std_loss + nu * cov_loss
+
+
+def ref_barlow(z_a, z_b, lambd=5e-3):
+    """Zbontar et al. 2021, Algorithm 1 (unbiased std as torch's default in the pseudo-code)."""
+    z_a, z_b = z_a.double(), z_b.double()
+    n, d = z_a.shape
+    z_a_norm = (z_a - z_a.mean(0)) / z_a.std(0)
+    z_b_norm = (z_b - z_b.mean(0)) / z_b.std(0)
+    c = z_a_norm.T @ z_b_norm / n
+    c_diff = (c - torch.eye(d, dtype=c.dtype)).pow(2)
+    off = ~torch.eye(d, dtype=torch.bool)
+    c_diff[off] *= lambd
+    return c_diff.sum()
+
+
+# ----------------------------------------------------------------- info_nce
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_info_nce_aligned_pairs_by_hand(t):
+    # Positives have cos 1, all 2N - 2 = 2 negatives cos 0 -> log(1 + 2 exp(-1/t)).
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = math.log(1 + 2 * math.exp(-1 / t))
+    assert losses.info_nce(z, z.clone(), temperature=t).item() == pytest.approx(
+        expected, rel=1e-5, abs=1e-7
+    )
+
+
+def test_info_nce_swapped_pairs_by_hand():
+    # Each positive has cos 0; one negative (the other view of the other sample) has cos 1.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[0.0, 3.0], [2.0, 0.0]])  # scale must not matter (cosine)
+    t = 0.5
+    expected = math.log(2 + math.exp(1 / t))
+    assert losses.info_nce(z1, z2, temperature=t).item() == pytest.approx(
+        expected, rel=1e-5, abs=1e-7
+    )
+
+
+@pytest.mark.parametrize("t", [0.07, 0.2, 1.0])
+def test_info_nce_matches_reference_values_and_gradients(t):
+    z1 = torch.randn(4, 3, dtype=torch.float32, requires_grad=True)
+    z2 = torch.randn(4, 3, dtype=torch.float32, requires_grad=True)
+    loss = losses.info_nce(z1, z2, temperature=t)
+    ref = ref_nt_xent(z1, z2, t)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    g = torch.autograd.grad(loss, (z1, z2))
+    g_ref = torch.autograd.grad(ref, (z1, z2))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_info_nce_is_symmetric_in_views():
+    z1, z2 = torch.randn(5, 4), torch.randn(5, 4)
+    torch.testing.assert_close(losses.info_nce(z1, z2), losses.info_nce(z2, z1))
+
+
+# ----------------------------------------------------------------- negative_cosine
+
+
+def test_negative_cosine_by_hand():
+    p = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    expected = -(1.0 + 1 / math.sqrt(2) - 1.0) / 3
+    assert losses.negative_cosine(p, z).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_negative_cosine_no_hidden_stop_gradient():
+    p = torch.randn(3, 4, requires_grad=True)
+    z = torch.randn(3, 4, requires_grad=True)
+    losses.negative_cosine(p, z).backward()
+    assert p.grad is not None and z.grad is not None
+    assert p.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------- vicreg
+
+
+def test_vicreg_by_hand():
+    # z1 = [[0,0],[2,2]]: var 2 per dim (no hinge), cov [[2,2],[2,2]] -> off^2 sum 8 / d=2 = 4.
+    # z2 = [[0,0],[2,0]]: var (2, 0) -> hinge (0, 1 - sqrt(1e-4)) mean 0.495; cov off 0.
+    # invariance: mse over 4 elements of diff [[0,0],[0,2]] = 1.
+    z1 = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    z2 = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    terms = losses.vicreg_terms(z1, z2)
+    assert terms["invariance"].item() == pytest.approx(1.0)
+    assert terms["variance"].item() == pytest.approx(0.495, rel=1e-5)
+    assert terms["covariance"].item() == pytest.approx(4.0, rel=1e-6)
+    expected = 25 * 1.0 + 25 * 0.495 + 1 * 4.0
+    assert losses.vicreg(z1, z2).item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("weights", [(25.0, 25.0, 1.0), (1.0, 2.0, 3.0)])
+def test_vicreg_matches_algorithm_1(weights):
+    z1 = torch.randn(6, 4, requires_grad=True)
+    z2 = (0.3 * torch.randn(6, 4)).requires_grad_(True)  # some dims under the std hinge
+    loss = losses.vicreg(z1, z2, *weights)
+    ref = ref_vicreg(z1, z2, *weights)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    g = torch.autograd.grad(loss, (z1, z2))
+    g_ref = torch.autograd.grad(ref, (z1, z2))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_vicreg_default_weights_are_25_25_1():
+    z1, z2 = torch.randn(8, 3), torch.randn(8, 3)
+    t = losses.vicreg_terms(z1, z2)
+    expected = 25 * t["invariance"] + 25 * t["variance"] + t["covariance"]
+    torch.testing.assert_close(losses.vicreg(z1, z2), expected)
+
+
+# ----------------------------------------------------------------- barlow twins
+
+
+def test_barlow_twins_by_hand():
+    # Standardised (unbiased std, N=2): z1 -> dims (-a, a), (-a, a); z2 -> (-a, a), (a, -a),
+    # a = 1/sqrt(2). C = [[0.5, -0.5], [0.5, -0.5]]: on-diag (0.5^2 + 1.5^2) = 2.5,
+    # off-diag 0.25 + 0.25 = 0.5 -> 2.5 + 5e-3 * 0.5.
+    z1 = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    z2 = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    assert losses.barlow_twins(z1, z2).item() == pytest.approx(2.5 + 5e-3 * 0.5, rel=1e-6)
+
+
+def test_barlow_twins_identical_views_by_hand():
+    # One dim, identical views, N=4: C_00 = (N-1)/N with the unbiased std -> (1/4)^2.
+    z = torch.tensor([[1.0], [2.0], [4.0], [7.0]])
+    assert losses.barlow_twins(z, z.clone()).item() == pytest.approx(1 / 16, rel=1e-5)
+
+
+@pytest.mark.parametrize("lambd", [5e-3, 0.5])
+def test_barlow_twins_matches_algorithm_1(lambd):
+    z1 = torch.randn(6, 4, requires_grad=True)
+    z2 = torch.randn(6, 4, requires_grad=True)
+    loss = losses.barlow_twins(z1, z2, lambd=lambd)
+    ref = ref_barlow(z1, z2, lambd)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    g = torch.autograd.grad(loss, (z1, z2))
+    g_ref = torch.autograd.grad(ref, (z1, z2))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_barlow_twins_default_lambda():
+    z1, z2 = torch.randn(6, 3), torch.randn(6, 3)
+    torch.testing.assert_close(losses.barlow_twins(z1, z2), losses.barlow_twins(z1, z2, 5e-3))
+
+
+# ----------------------------------------------------------------- precision and errors
+
+LOSSES = {
+    "info_nce": losses.info_nce,
+    "negative_cosine": losses.negative_cosine,
+    "vicreg": losses.vicreg,
+    "barlow_twins": losses.barlow_twins,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("as_kwargs", [False, True])
+def test_float32_under_bf16_autocast(name, as_kwargs):
+    fn = LOSSES[name]
+    z1 = torch.randn(6, 4).bfloat16().requires_grad_(True)
+    z2 = torch.randn(6, 4).bfloat16().requires_grad_(True)
+    arg_names = ("p", "z") if name == "negative_cosine" else ("z1", "z2")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fn(**dict(zip(arg_names, (z1, z2), strict=True))) if as_kwargs else fn(z1, z2)
+    assert loss.dtype == torch.float32
+    # Same value as float32 math on the (bf16-rounded) inputs.
+    torch.testing.assert_close(loss, fn(z1.float(), z2.float()))
+    loss.backward()
+    assert z1.grad is not None and z1.grad.dtype == torch.bfloat16
+    assert torch.isfinite(z1.grad.float()).all()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize(
+    "shapes", [((4, 3), (4, 2)), ((4, 3), (5, 3)), ((4,), (4,)), ((2, 4, 3), (2, 4, 3))]
+)
+def test_bad_shapes_raise(name, shapes):
+    a, b = torch.randn(*shapes[0]), torch.randn(*shapes[1])
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        LOSSES[name](a, b)
+
+
+@pytest.mark.parametrize("name", ["vicreg", "barlow_twins"])
+def test_batch_statistics_need_two_samples(name):
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        LOSSES[name](torch.randn(1, 3), torch.randn(1, 3))
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0])
+def test_info_nce_rejects_non_positive_temperature(t):
+    with pytest.raises(ValueError, match="temperature"):
+        losses.info_nce(torch.randn(3, 2), torch.randn(3, 2), temperature=t)
