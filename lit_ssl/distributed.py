@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.nn.functional import all_gather as _differentiable_all_gather
 
 __all__ = ["gather", "rank", "world_size"]
 
@@ -30,4 +29,24 @@ def gather(x: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return x
-    return torch.cat(_differentiable_all_gather(x), dim=0)
+    return torch.cat(_AllGather.apply(x), dim=0)
+
+
+class _AllGather(torch.autograd.Function):
+    """``all_gather`` whose backward sums the gradients of all ranks and keeps this rank's.
+
+    Written on the public ``torch.distributed`` API (the autograd collectives in
+    ``torch.distributed.nn`` are deprecated in favour of private functional ones).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, ...]:
+        gathered = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, x.contiguous())
+        return tuple(gathered)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> Tensor:
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return stacked[dist.get_rank()]
