@@ -1,0 +1,439 @@
+"""Reconstruction heads: MAE (ViT), MaskedReconstruction (SimMIM, any backbone) and
+DenoisingAutoencoder (bottleneck, any backbone).
+
+All predict pixels in the backbone's normalised input space; losses are computed in
+float32 even under autocast; ``return_reconstructions=True`` adds images in [0, 1] for
+display (input, masked or corrupted input, reconstruction).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from lit_ssl.backbone import Backbone
+from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead
+from lit_ssl.losses import _float32
+from lit_ssl.masking import (
+    Fill,
+    check_mask_patch,
+    check_vit,
+    dense_stride,
+    encode_masked,
+    fill_masked,
+    gather_tokens,
+    keep_indices,
+    mask_to_pixels,
+    num_masked_patches,
+    patch_grid,
+    patchify,
+    random_patch_mask,
+    unpatchify,
+    vit_embed,
+    vit_encode,
+)
+
+__all__ = [
+    "MAE",
+    "DenoisingAutoencoder",
+    "MaskedReconstruction",
+    "mae_loss",
+    "masked_pixel_loss",
+    "sincos_2d",
+    "to_unit_range",
+]
+
+NORM_PIX_EPS = 1e-6
+
+
+@_float32
+def masked_pixel_loss(
+    pred: Tensor, target: Tensor, pixel_mask: Tensor, kind: Literal["l1", "l2"] = "l1"
+) -> Tensor:
+    """Mean L1 or squared error over masked pixels only (SimMIM), in float32.
+
+    Args:
+        pred: ``(B, C, H, W)`` predictions.
+        target: ``(B, C, H, W)`` targets.
+        pixel_mask: ``(B, 1, H, W)`` with 1 where masked.
+        kind: ``"l1"`` or ``"l2"``.
+    """
+    diff = pred - target
+    error = diff.abs() if kind == "l1" else diff.square()
+    weight = pixel_mask.expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+@_float32
+def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix: bool = True) -> Tensor:
+    """MAE loss: per-patch MSE averaged over masked patches (He et al. 2022), in float32.
+
+    Args:
+        pred: ``(B, N, P)`` predicted patches.
+        target: ``(B, N, P)`` target patches (``patchify`` of the normalised image).
+        mask: ``(B, N)`` with 1 where masked.
+        norm_pix: normalise each target patch by its own mean and (unbiased) variance.
+    """
+    if norm_pix:
+        target = _normalise_patches(target)
+    per_patch = (pred - target).square().mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _normalise_patches(patches: Tensor) -> Tensor:
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + NORM_PIX_EPS).sqrt()
+
+
+def to_unit_range(backbone: Backbone, normalised: Tensor) -> Tensor:
+    """Map images from the backbone's normalised space back to [0, 1] (clamped, detached)."""
+    image = normalised.detach().float() * backbone.std + backbone.mean
+    return image.clamp(0.0, 1.0)
+
+
+def sincos_2d(grid: tuple[int, int], dim: int, device: torch.device | None = None) -> Tensor:
+    """Fixed 2D sine-cosine position embedding ``(h * w, dim)`` (MAE's decoder), any grid."""
+    if dim % 4:
+        raise ValueError(f"sincos position embedding needs dim divisible by 4, got {dim}.")
+    h, w = grid
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, device=device, dtype=torch.float32) / (dim / 4))
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    out_y, out_x = ys.reshape(-1, 1) * omega, xs.reshape(-1, 1) * omega
+    return torch.cat([out_y.sin(), out_y.cos(), out_x.sin(), out_x.cos()], dim=1)
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1), got {ratio}.")
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class MAE(SSLHead):
+    """Masked autoencoder (He et al. 2022) for timm ViT backbones.
+
+    A random ``mask_ratio`` of the patches is dropped; the backbone's blocks see only the
+    visible tokens (plus class/register tokens); a light transformer decoder (fixed 2D
+    sin-cos positions, works for any patch grid) predicts the pixels of all patches and the
+    loss is taken on the masked ones, against per-patch normalised targets by default.
+
+    Args:
+        mask_ratio: fraction of patches masked (exact per image, rounded).
+        decoder_dim: decoder width (divisible by 4 and by ``decoder_heads``).
+        decoder_depth: number of decoder transformer blocks.
+        decoder_heads: attention heads of the decoder.
+        norm_pix_loss: normalise each target patch by its mean/std (MAE's best setting).
+    """
+
+    family = "reconstruction"
+    num_views = 1
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 256,
+        decoder_depth: int = 2,
+        decoder_heads: int = 8,
+        norm_pix_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_ratio(mask_ratio)
+        if decoder_dim % 4 or decoder_dim % decoder_heads:
+            raise ValueError(
+                f"decoder_dim={decoder_dim} must be divisible by 4 and by decoder_heads="
+                f"{decoder_heads}."
+            )
+        self.mask_ratio = mask_ratio
+        self.decoder_dim = decoder_dim
+        self.decoder_depth = decoder_depth
+        self.decoder_heads = decoder_heads
+        self.norm_pix_loss = norm_pix_loss
+        self.decoder: nn.ModuleDict | None = None
+        self.mask_token: nn.Parameter | None = None
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        check_vit(backbone, "MAE")
+
+    def build(self, backbone: Backbone) -> None:
+        self.check_backbone(backbone)
+        dim, patch = self.decoder_dim, int(backbone.patch_size)
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        blocks = [
+            Block(dim, self.decoder_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm)
+            for _ in range(self.decoder_depth)
+        ]
+        self.decoder = nn.ModuleDict(
+            {
+                "embed": nn.Linear(backbone.embed_dim, dim),
+                "blocks": nn.Sequential(*blocks),
+                "norm": norm(dim),
+                "pred": nn.Linear(dim, patch * patch * backbone.in_chans),
+            }
+        )
+        self.decoder.apply(_init_linear)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def _counts(self, grid: tuple[int, int]) -> tuple[int, int]:
+        total = grid[0] * grid[1]
+        num_masked = num_masked_patches(total, self.mask_ratio)
+        if not 0 < num_masked < total:
+            raise ValueError(
+                f"mask_ratio={self.mask_ratio} masks {num_masked} of {total} patches; MAE needs "
+                "at least one masked and one visible patch. Use larger images or another ratio."
+            )
+        return num_masked, total - num_masked
+
+    def _decode(self, latent: Tensor, ids_keep: Tensor, grid: tuple[int, int]) -> Tensor:
+        visible = self.decoder["embed"](latent)
+        batch, num_patches = visible.shape[0], grid[0] * grid[1]
+        tokens = self.mask_token.to(visible.dtype).expand(batch, num_patches, -1)
+        index = ids_keep.unsqueeze(-1).expand(-1, -1, visible.shape[-1])
+        tokens = tokens.scatter(1, index, visible)
+        tokens = tokens + sincos_2d(grid, self.decoder_dim, tokens.device).to(tokens.dtype)
+        return self.decoder["pred"](self.decoder["norm"](self.decoder["blocks"](tokens)))
+
+    def forward(
+        self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
+    ) -> HeadOutput:
+        if self.decoder is None or self.mask_token is None:
+            raise RuntimeError("MAE.build(backbone) must be called before forward.")
+        x = views[0]
+        patch = int(backbone.patch_size)
+        grid = patch_grid(tuple(x.shape[-2:]), patch)
+        _, num_keep = self._counts(grid)
+        mask = random_patch_mask(x.shape[0], grid, self.mask_ratio, device=x.device)
+        ids_keep = keep_indices(mask, num_keep)
+        prefix, patches = vit_embed(backbone, x)
+        encoded = vit_encode(backbone, torch.cat([prefix, gather_tokens(patches, ids_keep)], 1))
+        pred = self._decode(encoded[:, prefix.shape[1] :], ids_keep, grid)
+        target = patchify(backbone.normalize(x), patch)
+        flat_mask = mask.reshape(mask.shape[0], -1)
+        loss = mae_loss(pred, target, flat_mask, self.norm_pix_loss)
+        recon = None
+        if return_reconstructions:
+            recon = self._reconstructions(backbone, x, mask, pred, target)
+        return HeadOutput(loss=loss, terms={}, reconstructions=recon)
+
+    @torch.no_grad()
+    def _reconstructions(
+        self, backbone: Backbone, x: Tensor, mask: Tensor, pred: Tensor, target: Tensor
+    ) -> Reconstructions:
+        pred = pred.float()
+        if self.norm_pix_loss:  # back to pixels with the true patch statistics (display only)
+            target = target.float()
+            std = (target.var(dim=-1, keepdim=True) + NORM_PIX_EPS).sqrt()
+            pred = pred * std + target.mean(dim=-1, keepdim=True)
+        patch = int(backbone.patch_size)
+        grid = tuple(mask.shape[-2:])
+        image = to_unit_range(backbone, unpatchify(pred, patch, grid, x.shape[1]))
+        pixel_mask = mask_to_pixels(mask, patch)
+        x = x.detach().float()
+        return Reconstructions(
+            input=x,
+            masked_input=fill_masked(x, pixel_mask, "mean"),
+            reconstruction=torch.where(pixel_mask, image, x),
+        )
+
+
+class MaskedReconstruction(SSLHead):
+    """SimMIM-style masked image modelling (Xie et al. 2022) on any backbone.
+
+    Masked patches are replaced by a learnable mask token after the patch embedding (ViTs)
+    or filled in pixel space (CNNs: per-image mean or zeros); a light decoder (1x1 conv to
+    ``stride^2 * C`` channels + pixel shuffle) maps the dense grid back to pixels and the
+    L1/L2 loss is taken on masked pixels only.
+
+    Args:
+        mask_ratio: fraction of mask patches masked (exact per image, rounded).
+        mask_patch_size: side of the mask patches in pixels. Default: the ViT patch size,
+            or the CNN's output stride (32 for resnet/convnext) so that every cell of the
+            final feature map is either masked or visible. For ViTs it must be a multiple
+            of the patch size; for CNNs any divisor of the image size works.
+        loss: ``"l1"`` (SimMIM) or ``"l2"``.
+        fill: pixel fill of masked patches for CNNs, ``"mean"`` or ``"zero"``.
+    """
+
+    family = "reconstruction"
+    num_views = 1
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.6,
+        mask_patch_size: int | None = None,
+        loss: Literal["l1", "l2"] = "l1",
+        fill: Fill = "mean",
+    ) -> None:
+        super().__init__()
+        _check_ratio(mask_ratio)
+        if loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}.")
+        if fill not in ("mean", "zero"):
+            raise ValueError(f"fill must be 'mean' or 'zero', got {fill!r}.")
+        self.mask_ratio = mask_ratio
+        self.mask_patch_size = mask_patch_size
+        self.loss = loss
+        self.fill = fill
+        self.stride = 0
+        self.patch = 0
+        self.decoder: nn.Module | None = None
+        self.mask_token: nn.Parameter | None = None
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        if backbone.is_vit:
+            check_vit(backbone, "MaskedReconstruction")
+        patch = self.mask_patch_size or dense_stride(backbone)
+        check_mask_patch(backbone, patch)
+
+    def build(self, backbone: Backbone) -> None:
+        self.check_backbone(backbone)
+        self.stride = dense_stride(backbone)
+        self.patch = self.mask_patch_size or self.stride
+        out_channels = self.stride**2 * backbone.in_chans
+        self.decoder = nn.Sequential(
+            nn.Conv2d(backbone.embed_dim, out_channels, kernel_size=1),
+            nn.PixelShuffle(self.stride),
+        )
+        if backbone.is_vit:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, backbone.embed_dim))
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def _mask(self, x: Tensor) -> Tensor:
+        grid = patch_grid(tuple(x.shape[-2:]), self.patch)
+        patch_grid(tuple(x.shape[-2:]), self.stride)  # the decoder needs whole cells
+        if num_masked_patches(grid[0] * grid[1], self.mask_ratio) < 1:
+            raise ValueError(
+                f"mask_ratio={self.mask_ratio} masks no patch of the {grid} grid; use a "
+                "smaller mask_patch_size or a larger ratio."
+            )
+        return random_patch_mask(x.shape[0], grid, self.mask_ratio, device=x.device)
+
+    def forward(
+        self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
+    ) -> HeadOutput:
+        if self.decoder is None:
+            raise RuntimeError("MaskedReconstruction.build(backbone) must be called first.")
+        x = views[0]
+        mask = self._mask(x)
+        _, dense = encode_masked(
+            backbone,
+            x,
+            mask,
+            mask_patch_size=self.patch,
+            mask_token=self.mask_token,
+            fill=self.fill,
+        )
+        pred = self.decoder(dense)
+        pixel_mask = mask_to_pixels(mask, self.patch)
+        loss = masked_pixel_loss(pred, backbone.normalize(x), pixel_mask, self.loss)
+        recon = None
+        if return_reconstructions:
+            x = x.detach().float()
+            image = to_unit_range(backbone, pred)
+            recon = Reconstructions(
+                input=x,
+                masked_input=fill_masked(x, pixel_mask, self.fill),
+                reconstruction=torch.where(pixel_mask, image, x),
+            )
+        return HeadOutput(loss=loss, terms={}, reconstructions=recon)
+
+
+class DenoisingAutoencoder(SSLHead):
+    """Bottleneck denoising autoencoder: reconstruct the clean image from an augmented view.
+
+    The augmented view is encoded to the pooled embedding ``(B, D)`` (the bottleneck), a
+    small conv-transpose decoder maps it back to pixels and the MSE to the un-augmented
+    image (the data's clean last view) is minimised: the deep analogue of the linear
+    reconstruction objective of Van Assel et al. 2025 (Thm 3.1).
+
+    Args:
+        image_size: image side the decoder is sized for (``2^k * 4`` pixels, then resized
+            to the batch's size). Default: the backbone's ``img_size``, else 224.
+        decoder_channels: channels of the first decoder stage (halved at every upsampling,
+            at least 16).
+    """
+
+    family = "reconstruction"
+    num_views = 1
+    clean_view = True
+    start_size = 4
+
+    def __init__(self, image_size: int | None = None, decoder_channels: int = 256) -> None:
+        super().__init__()
+        if image_size is not None and image_size < self.start_size:
+            raise ValueError(f"image_size must be >= {self.start_size}, got {image_size}.")
+        if decoder_channels < 1:
+            raise ValueError(f"decoder_channels must be >= 1, got {decoder_channels}.")
+        self.image_size = image_size
+        self.decoder_channels = decoder_channels
+        self.decoder: nn.Module | None = None
+
+    def build(self, backbone: Backbone) -> None:
+        size = self.image_size or backbone.img_size or 224
+        num_up = max(1, math.ceil(math.log2(size / self.start_size)))
+        channels = [max(self.decoder_channels // 2**i, 16) for i in range(num_up + 1)]
+        s = self.start_size
+        layers: list[nn.Module] = [
+            nn.Linear(backbone.embed_dim, channels[0] * s * s),
+            nn.Unflatten(1, (channels[0], s, s)),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.Conv2d(channels[-1], backbone.in_chans, kernel_size=3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(
+        self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
+    ) -> HeadOutput:
+        if self.decoder is None:
+            raise RuntimeError("DenoisingAutoencoder.build(backbone) must be called first.")
+        if len(views) < 2:
+            raise ValueError(
+                "DenoisingAutoencoder needs the augmented view and the clean (un-augmented) "
+                f"view last; got {len(views)} view(s). Let SSLModule configure the data "
+                "(clean_view=True) or append the clean image as the last view."
+            )
+        x, clean = views[0], views[-1]
+        pooled = backbone(x)
+        pred = self.decoder(pooled)
+        if pred.shape[-2:] != clean.shape[-2:]:
+            pred = F.interpolate(pred, size=clean.shape[-2:], mode="bilinear", align_corners=False)
+        loss = _mse(pred, backbone.normalize(clean))
+        recon = None
+        if return_reconstructions:
+            recon = Reconstructions(
+                input=clean.detach().float(),
+                masked_input=x.detach().float(),
+                reconstruction=to_unit_range(backbone, pred),
+            )
+        features = pooled.detach()
+        return HeadOutput(
+            loss=loss, terms={}, embeddings=features, features=features, reconstructions=recon
+        )
+
+
+@_float32
+def _mse(pred: Tensor, target: Tensor) -> Tensor:
+    return F.mse_loss(pred, target)
