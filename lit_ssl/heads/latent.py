@@ -118,7 +118,7 @@ class LatentPrediction(SSLHead):
     def build(self, backbone: Backbone) -> None:
         self.check_backbone(backbone)
         self.patch = self.mask_patch_size or dense_stride(backbone)
-        dim = backbone.embed_dim
+        dim = backbone.dense_dim
         self.predictor = nn.Sequential(
             nn.Conv2d(dim, self.predictor_dim, kernel_size=3, padding=1),
             nn.GELU(),

@@ -180,7 +180,7 @@ class MAE(SSLHead):
         ]
         self.decoder = nn.ModuleDict(
             {
-                "embed": nn.Linear(backbone.embed_dim, dim),
+                "embed": nn.Linear(backbone.dense_dim, dim),
                 "blocks": nn.Sequential(*blocks),
                 "norm": norm(dim),
                 "pred": nn.Linear(dim, patch * patch * backbone.in_chans),
@@ -307,11 +307,11 @@ class MaskedReconstruction(SSLHead):
         self.patch = self.mask_patch_size or self.stride
         out_channels = self.stride**2 * backbone.in_chans
         self.decoder = nn.Sequential(
-            nn.Conv2d(backbone.embed_dim, out_channels, kernel_size=1),
+            nn.Conv2d(backbone.dense_dim, out_channels, kernel_size=1),
             nn.PixelShuffle(self.stride),
         )
         if backbone.is_vit:
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, backbone.embed_dim))
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, backbone.dense_dim))
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def _mask(self, x: Tensor) -> Tensor:
