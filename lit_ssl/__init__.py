@@ -1,5 +1,10 @@
-"""lit_ssl: self-supervised pretraining and defect classification for inspection images."""
+"""lit_ssl: self-supervised pretraining and defect classification for inspection images.
 
+Public names (see docs/): ``Backbone``, ``SSLModule``, ``DefectClassifier``, ``diagnose``,
+and the subpackages ``heads``, ``losses``, ``augment``, ``data``, ``callbacks``, ``theory``.
+"""
+
+import importlib
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -10,4 +15,24 @@ from lit_ssl.module import SSLModule  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Backbone", "SSLModule", "__version__", "heads", "losses"]
+_LAZY = {
+    "DefectClassifier": ("lit_ssl.classifier", "DefectClassifier"),
+    "diagnose": ("lit_ssl.diagnosis", "diagnose"),
+    "augment": ("lit_ssl.augment", None),
+    "callbacks": ("lit_ssl.callbacks", None),
+    "data": ("lit_ssl.data", None),
+    "theory": ("lit_ssl.theory", None),
+}
+
+__all__ = ["Backbone", "SSLModule", "__version__", "heads", "losses", *_LAZY]
+
+
+def __getattr__(name: str):
+    """Import the heavier parts (albumentations, OpenCV, ONNX) on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lit_ssl' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value

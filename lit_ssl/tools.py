@@ -182,6 +182,6 @@ def quickstart_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- diagnose
 def diagnose_main(argv: list[str]) -> int:
     """``lit-ssl diagnose --data.root DIR --policy surface``: which head family fits."""
-    from lit_ssl.diagnose import main
+    from lit_ssl.diagnosis import main
 
     return main(argv)
