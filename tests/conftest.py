@@ -26,3 +26,28 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep the embedded synthetic data of the test session out of the user's cache."""
+    import os
+
+    previous = os.environ.get("LIT_SSL_CACHE")
+    os.environ["LIT_SSL_CACHE"] = str(tmp_path_factory.mktemp("lit_ssl_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LIT_SSL_CACHE", None)
+    else:
+        os.environ["LIT_SSL_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_factory_data(tmp_path_factory):
+    """A small synthetic MVTec-style dataset (32 px) shared by CLI, recipe and docs tests."""
+    from lit_ssl.data import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("tiny_factory") / "line3"
+    return write_synthetic_dataset(
+        root, image_size=32, n_train=32, n_test_good=12, n_per_defect=6, nuisance=0.5, seed=0
+    )
