@@ -38,6 +38,16 @@ def collapse_std(embeddings: Tensor) -> Tensor:
     return F.normalize(embeddings.float(), dim=1).std(dim=0).mean()
 
 
+def _host_scalar(value: float | Tensor) -> Tensor:
+    """A CPU scalar tensor to log a host-side number without a host-device sync.
+
+    ``LightningModule.log`` turns a Python number into ``torch.tensor(value,
+    device=self.device)``: on a GPU that is a blocking host-to-device copy, i.e. a stream
+    synchronisation on every training step. A CPU tensor is logged as is.
+    """
+    return value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+
+
 class SSLModule(L.LightningModule):
     """Self-supervised pretraining of a timm backbone with an interchangeable head.
 
@@ -217,10 +227,10 @@ class SSLModule(L.LightningModule):
         total = self._total_steps()
         self.head.on_optimizer_step(self.backbone, step / total)
         for name, value in self.head.extra_logs().items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False)
+            self.log(f"train/{name}", _host_scalar(value), on_step=True, on_epoch=False)
         self.log(
             "train/lr",
-            self.trainer.optimizers[0].param_groups[0]["lr"],
+            _host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"]),
             on_step=True,
             on_epoch=False,
         )

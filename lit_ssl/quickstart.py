@@ -52,8 +52,15 @@ class QuickstartConfig:
     @classmethod
     def fast(cls, **kwargs) -> QuickstartConfig:
         """A sub-minute version for smoke tests: tiny backbone, 32 px, few epochs."""
-        base = dict(backbone="test_resnet", image_size=32, ssl_epochs=2, finetune_epochs=2,
-                    frozen_epochs=1, projector_dim=64, batch_size=32)
+        base = dict(
+            backbone="test_resnet",
+            image_size=32,
+            ssl_epochs=2,
+            finetune_epochs=2,
+            frozen_epochs=1,
+            projector_dim=64,
+            batch_size=32,
+        )
         return cls(**(base | kwargs))
 
 

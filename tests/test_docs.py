@@ -52,8 +52,17 @@ def _smoke(args: list[str]) -> list[str]:
         return [a.replace("recipes/", f"{ROOT}/recipes/", 1) for a in args] + smoke_overrides(text)
     extras = {
         "quickstart": ["--fast"],
-        "synth": ["--image-size", "32", "--n-train", "16", "--n-test-good", "8",
-                  "--n-per-defect", "4", "--overwrite"],
+        "synth": [
+            "--image-size",
+            "32",
+            "--n-train",
+            "16",
+            "--n-test-good",
+            "8",
+            "--n-per-defect",
+            "4",
+            "--overwrite",
+        ],
         "diagnose": ["--num-images", "60", "--quiet"],
         "preview": ["--image-size", "32"],
     }

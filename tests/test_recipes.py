@@ -10,14 +10,21 @@ from tests._smoke import RECIPES, smoke_overrides
 
 ALL_RECIPES = sorted(RECIPES.glob("*.yaml"))
 SSL_HEADS = {
-    "simclr", "byol", "vicreg", "barlow_twins", "latent_prediction", "mae",
-    "masked_reconstruction", "denoising_autoencoder", "hybrid",
+    "simclr",
+    "byol",
+    "vicreg",
+    "barlow_twins",
+    "latent_prediction",
+    "mae",
+    "masked_reconstruction",
+    "denoising_autoencoder",
+    "hybrid",
 }
 
 
 def test_there_is_a_recipe_per_head_and_the_extra_ones():
     names = {path.stem for path in ALL_RECIPES}
-    assert SSL_HEADS <= names
+    assert names >= SSL_HEADS
     assert {"finetune", "mvtec_ad", "ddp"} <= names
 
 
