@@ -1,0 +1,563 @@
+"""DefectClassifier: a timm backbone (e.g. from SSL pretraining) fine-tuned into a defect
+classifier, with class-balanced losses, a validation-chosen threshold and metrics.
+
+Batch contract (``FactoryDataModule(task="classify")``): train/val batches are
+``(images, labels)``; test/predict batches ``(images, labels, paths)``. Images are float
+``(B, C, H, W)`` in [0, 1]; labels are class indices into ``classes``.
+
+One inference path: ``predict_scores`` (softmax probabilities and the defect score
+``1 - p(good)``) serves validation, test, predict and the ONNX export alike; the decision
+rule is ``defect = score >= threshold`` (then the most likely defect class).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchmetrics.aggregation import CatMetric
+
+from lit_ssl.backbone import Backbone, load_backbone_config
+from lit_ssl.metrics import DefectMetrics
+from lit_ssl.optim import decay_groups
+from lit_ssl.thresholds import select_threshold
+
+__all__ = [
+    "DefectClassifier",
+    "FeatureNorm",
+    "balanced_class_weights",
+    "defect_scores",
+    "focal_loss",
+]
+
+DEFAULT_BACKBONE = "resnet18"
+log = logging.getLogger(__name__)
+
+
+def defect_scores(logits: Tensor, good_index: int) -> tuple[Tensor, Tensor]:
+    """``(defect_score (B,), probabilities (B, C))`` with ``defect_score = 1 - p(good)``.
+
+    The single scoring rule of lit_ssl: used by validation, test, predict and ONNX export.
+    """
+    probs = logits.float().softmax(dim=1)
+    return 1.0 - probs[:, good_index], probs
+
+
+# --------------------------------------------------------------------------- losses
+def balanced_class_weights(counts: Tensor) -> Tensor:
+    """sklearn's "balanced" weights ``n / (C * n_c)``; classes without samples get 0."""
+    counts = counts.double()
+    weights = counts.sum() / (counts.numel() * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights)).float()
+
+
+def focal_loss(
+    logits: Tensor,
+    labels: Tensor,
+    gamma: float = 2.0,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Multi-class focal loss (Lin et al. 2017): ``(1 - p_t)^gamma * CE``, class-weighted mean.
+
+    Each sample's loss is multiplied by its class weight ``weight[label]`` (a weighted mean).
+    With ``gamma=0`` it equals ``F.cross_entropy`` with ``weight`` (no smoothing) or with
+    ``label_smoothing`` (no weight).
+    """
+    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    p_true = logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1)
+    modulated = (1.0 - p_true).clamp(min=0.0).pow(gamma) * ce
+    if weight is None:
+        return modulated.mean()
+    sample_weight = weight[labels]
+    return (modulated * sample_weight).sum() / sample_weight.sum().clamp(min=1e-12)
+
+
+class FeatureNorm(nn.BatchNorm1d):
+    """Per-feature standardisation of pooled features before the head (no affine).
+
+    As in MAE's linear probing: puts the features of any backbone / SSL method on one
+    scale, so one head learning rate fits all. Running statistics are a cumulative average
+    (``momentum=None``) that ``DefectClassifier`` resets at each training epoch start: exact
+    for a frozen backbone, the current epoch's average while fine-tuning. A training batch
+    of one sample is normalised with the running statistics.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, affine=False, momentum=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False)
+        return super().forward(x)
+
+
+# --------------------------------------------------------------------------- backbone loading
+def _merge(explicit: Any, stored: Any, what: str, source: str | Path) -> Any:
+    if explicit is None or stored is None or explicit == stored:
+        return stored if explicit is None else explicit
+    raise ValueError(
+        f"{what}={explicit!r} was requested but {source} was exported with {what}={stored!r}. "
+        f"Pass {what}={stored!r} (or leave it unset to take it from the weights)."
+    )
+
+
+def _backbone_from_ckpt(
+    path: Path, name: str | None, in_chans: int | None, img_size: int | None
+) -> Backbone:
+    """Backbone from an SSLModule Lightning checkpoint (its ``backbone.`` keys)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
+    stored_name = hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None
+    name = _merge(name, stored_name, "backbone", path) or DEFAULT_BACKBONE
+    in_chans = _merge(in_chans, hparams.get("in_chans"), "in_chans", path) or 3
+    img_size = img_size if img_size is not None else hparams.get("img_size")
+    prefix = "backbone."
+    state = {
+        k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)
+    }
+    if not state:
+        raise ValueError(
+            f"{path} has no 'backbone.*' weights; expected a checkpoint of lit_ssl.SSLModule."
+        )
+    backbone = Backbone(name, in_chans=in_chans, img_size=img_size)
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(
+            f"Backbone weights in {path} do not fit {name!r} (in_chans={in_chans}): missing "
+            f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}."
+        )
+    return backbone
+
+
+def _backbone_from_export(
+    path: Path, name: str | None, in_chans: int | None, img_size: int | None
+) -> Backbone:
+    """Backbone from ``export_backbone`` output (safetensors + json next to it)."""
+    if not path.with_suffix(".json").is_file():
+        if name is None:
+            raise FileNotFoundError(
+                f"No json config next to {path}: pass backbone=<timm name> to load a plain "
+                "timm state dict, or export with SSLModule.export_backbone."
+            )
+        return Backbone(name, in_chans=in_chans or 3, img_size=img_size, weights=str(path))
+    cfg = load_backbone_config(path)
+    name = _merge(name, cfg.get("name"), "backbone", path)
+    in_chans = _merge(in_chans, cfg.get("in_chans"), "in_chans", path)
+    img_size = img_size if img_size is not None else cfg.get("img_size")
+    return Backbone(name, in_chans=in_chans, img_size=img_size, weights=str(path))
+
+
+def resolve_backbone(
+    backbone: str | Backbone | None,
+    weights: str | Path | None,
+    in_chans: int | None,
+    img_size: int | None,
+) -> Backbone:
+    """Build the backbone from a name or instance plus optional weights, checking consistency."""
+    if isinstance(backbone, Backbone):
+        if in_chans is not None and in_chans != backbone.in_chans:
+            raise ValueError(f"in_chans={in_chans} but the backbone has {backbone.in_chans}.")
+        if weights is None:
+            return backbone
+        loaded = resolve_backbone(backbone.name, weights, backbone.in_chans, backbone.img_size)
+        backbone.load_state_dict(loaded.state_dict())
+        return backbone
+    if weights is None:
+        return Backbone(backbone or DEFAULT_BACKBONE, in_chans=in_chans or 3, img_size=img_size)
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file {path} not found.")
+    if path.suffix == ".ckpt":
+        return _backbone_from_ckpt(path, backbone, in_chans, img_size)
+    return _backbone_from_export(path, backbone, in_chans, img_size)
+
+
+def _check_classes(classes: list[str] | None, good_class: str) -> list[str]:
+    classes = [good_class, "defect"] if classes is None else list(classes)
+    if len(classes) < 2:
+        raise ValueError(f"Need at least 2 classes (good + defect types), got {classes}.")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"Class names must be unique, got {classes}.")
+    if good_class not in classes:
+        raise ValueError(f"good_class={good_class!r} is not one of classes={classes}.")
+    return classes
+
+
+def _parse_batch(batch: Any) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    """``images`` | ``(images, labels)`` | ``(images, labels, paths)`` | ``(images, paths)``."""
+    if isinstance(batch, Tensor):
+        return batch, None, None
+    images, rest = batch[0], list(batch[1:])
+    labels = rest.pop(0) if rest and isinstance(rest[0], Tensor) else None
+    paths = list(rest[0]) if rest else None
+    return images, labels, paths
+
+
+# --------------------------------------------------------------------------- module
+class DefectClassifier(L.LightningModule):
+    """Defect classifier on a timm backbone: binary (good vs defect) or defect types.
+
+    Args:
+        backbone: timm name or a ``Backbone``. ``None``: the architecture stored with
+            ``weights``, else ``"resnet18"``. A name that contradicts the weights' json
+            raises an error.
+        weights: ``SSLModule.export_backbone`` output (``.safetensors`` + ``.json``) or an
+            ``SSLModule`` Lightning checkpoint (``.ckpt``, its ``backbone.*`` weights).
+        classes: class names in label order; ``None`` means ``[good_class, "defect"]``.
+        good_class: name of the good (non-defective) class in ``classes``.
+        in_chans: input channels; ``None``: from the weights, else 3.
+        img_size: input size for fixed-size architectures (ViTs); ``None``: from weights.
+        head: ``"linear"`` or ``"mlp"`` (one hidden layer of ``hidden_dim``) on pooled features.
+        feature_norm: standardise pooled features per dimension before the head
+            (``FeatureNorm``, as in MAE linear probing); SSL features come at any scale.
+        hidden_dim: MLP head width.
+        dropout: dropout before the last linear layer.
+        loss: ``"cross_entropy"`` or ``"focal"``.
+        class_weights: ``"balanced"`` (``n / (C * n_c)`` from the training labels, computed
+            once at the start of fit), ``"none"``, or explicit per-class weights.
+        label_smoothing: label smoothing of the (focal) cross-entropy.
+        focal_gamma: focusing parameter of the focal loss.
+        lr: learning rate of the head (the backbone's comes from ``DefectFinetuning``).
+        weight_decay: AdamW weight decay (not on norms and biases).
+        threshold_mode: ``"recall"`` (highest threshold catching ``target_recall`` of the
+            validation defects) or ``"f1"`` (best validation F1).
+        target_recall: defect recall the threshold must reach on validation.
+        default_threshold: threshold until a validation epoch has chosen one.
+        save_figures: write confusion matrix / ROC PNGs into ``<log_dir>/figures``.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone | None = None,
+        weights: str | None = None,
+        classes: list[str] | None = None,
+        good_class: str = "good",
+        in_chans: int | None = None,
+        img_size: int | None = None,
+        head: Literal["linear", "mlp"] = "linear",
+        feature_norm: bool = True,
+        hidden_dim: int = 256,
+        dropout: float = 0.0,
+        loss: Literal["cross_entropy", "focal"] = "cross_entropy",
+        class_weights: Literal["balanced", "none"] | list[float] = "balanced",
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 2.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        threshold_mode: Literal["f1", "recall"] = "recall",
+        target_recall: float = 0.99,
+        default_threshold: float = 0.5,
+        save_figures: bool = True,
+    ) -> None:
+        super().__init__()
+        classes = _check_classes(classes, good_class)
+        self._check_options(head, loss, threshold_mode, target_recall, class_weights, classes)
+        backbone = resolve_backbone(backbone, weights, in_chans, img_size)
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams.update(
+            backbone=backbone.name,
+            in_chans=backbone.in_chans,
+            img_size=backbone.img_size,
+            weights=None,  # the weights live in the state dict from now on
+            classes=classes,
+        )
+        self.classes = classes
+        self.good_index = classes.index(good_class)
+        self.backbone = backbone
+        self.head = self._build_head(backbone.embed_dim, len(classes))
+        fixed = class_weights if isinstance(class_weights, list) else [1.0] * len(classes)
+        self.register_buffer("class_weights", torch.tensor(fixed, dtype=torch.float32))
+        self.register_buffer("threshold", torch.tensor(float(default_threshold)))
+        self.register_buffer("threshold_from_validation", torch.tensor(False))
+        self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))
+        self._seen_size: tuple[int, int] | None = None
+        self.val_metrics = DefectMetrics(classes, self.good_index)
+        self.test_metrics = DefectMetrics(classes, self.good_index, suffix="_at_threshold")
+        self.val_scores = CatMetric(nan_strategy="disable")
+        self.val_targets = CatMetric(nan_strategy="disable")
+
+    @staticmethod
+    def _check_options(head, loss, threshold_mode, target_recall, class_weights, classes) -> None:
+        if head not in ("linear", "mlp"):
+            raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}.")
+        if loss not in ("cross_entropy", "focal"):
+            raise ValueError(f"loss must be 'cross_entropy' or 'focal', got {loss!r}.")
+        if threshold_mode not in ("f1", "recall"):
+            raise ValueError(f"threshold_mode must be 'f1' or 'recall', got {threshold_mode!r}.")
+        if not 0.0 < target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}.")
+        if isinstance(class_weights, list):
+            if len(class_weights) != len(classes):
+                raise ValueError(
+                    f"{len(class_weights)} class_weights for {len(classes)} classes {classes}."
+                )
+        elif class_weights not in ("balanced", "none"):
+            raise ValueError(
+                f"class_weights must be 'balanced', 'none' or a list, got {class_weights!r}."
+            )
+
+    def _build_head(self, embed_dim: int, num_classes: int) -> nn.Sequential:
+        norm = FeatureNorm(embed_dim) if self.hparams.feature_norm else nn.Identity()
+        dropout = nn.Dropout(self.hparams.dropout)
+        if self.hparams.head == "linear":
+            return nn.Sequential(norm, dropout, nn.Linear(embed_dim, num_classes))
+        hidden = self.hparams.hidden_dim
+        return nn.Sequential(
+            norm, nn.Linear(embed_dim, hidden), nn.GELU(), dropout, nn.Linear(hidden, num_classes)
+        )
+
+    @classmethod
+    def from_ssl(
+        cls,
+        module_or_ckpt: L.LightningModule | str | Path,
+        classes: list[str] | None = None,
+        **kwargs,
+    ) -> DefectClassifier:
+        """Classifier on the backbone of an ``SSLModule`` (instance or ``.ckpt`` path).
+
+        An instance's backbone is copied (the SSL module is left untouched).
+        """
+        if isinstance(module_or_ckpt, str | Path):
+            return cls(weights=str(module_or_ckpt), classes=classes, **kwargs)
+        backbone = getattr(module_or_ckpt, "backbone", None)
+        if not isinstance(backbone, Backbone):
+            raise TypeError(
+                f"from_ssl expects an SSLModule or a checkpoint path, got "
+                f"{type(module_or_ckpt).__name__} without a lit_ssl Backbone."
+            )
+        return cls(backbone=copy.deepcopy(backbone).cpu(), classes=classes, **kwargs)
+
+    # ------------------------------------------------------------------ inference path
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits ``(B, C)`` of float images in [0, 1]."""
+        return self.head(self.backbone(images))
+
+    def predict_scores(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(defect_score (B,), probabilities (B, C))`` with ``score = 1 - p(good)``."""
+        return self.scores_from_logits(self(images))
+
+    def scores_from_logits(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """``(defect_score, probabilities)`` from class logits."""
+        return defect_scores(logits, self.good_index)
+
+    def decide(self, scores: Tensor, probs: Tensor, threshold: Tensor | float) -> Tensor:
+        """Class decisions: good below the threshold, else the most likely defect class."""
+        defect_probs = probs.clone()
+        defect_probs[:, self.good_index] = -1.0
+        good = torch.full_like(scores, self.good_index, dtype=torch.long)
+        return torch.where(scores >= threshold, defect_probs.argmax(dim=1), good)
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        hp = self.hparams
+        weight = None if hp.class_weights == "none" else self.class_weights
+        if hp.loss == "focal":
+            return focal_loss(logits, labels, hp.focal_gamma, weight, hp.label_smoothing)
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=hp.label_smoothing)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, labels, _ = _parse_batch(batch)
+        self._record_size(images)
+        loss = self._loss(self(images).float(), labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def _record_size(self, images: Tensor) -> None:
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        if size != self._seen_size:  # host-side shapes only: no device sync
+            self._seen_size = size
+            self.input_size.copy_(torch.tensor(size))
+
+    def setup(self, stage: str) -> None:
+        """Fail early when the datamodule's classes differ from this classifier's."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        names = getattr(datamodule, "class_names", None)
+        if names and list(names) != self.classes:
+            raise ValueError(
+                f"The datamodule's classes {list(names)} differ from the classifier's "
+                f"{self.classes} (order matters: labels are indices). Build the classifier "
+                "with classes=datamodule.class_names."
+            )
+
+    def on_train_epoch_start(self) -> None:
+        if isinstance(self.head[0], FeatureNorm):
+            self.head[0].reset_running_stats()
+
+    def on_train_start(self) -> None:
+        if self.hparams.class_weights == "balanced":
+            counts = self._train_class_counts()
+            self.class_weights.copy_(balanced_class_weights(counts).to(self.class_weights))
+            rank_zero_only(_log_weights)(self.classes, counts, self.class_weights)
+
+    def _train_class_counts(self) -> Tensor:
+        """Label counts of the training set: datamodule/dataset attributes, else one pass."""
+        num = len(self.classes)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = self.trainer.train_dataloader
+        dataset = loader.dataset if isinstance(loader, DataLoader) else None
+        for source in (dataset, datamodule):  # the training split's own labels first
+            counts = _counts_from(source, self.classes)
+            if counts is not None:
+                return counts
+        rank_zero_warn(
+            "DefectClassifier: the datamodule exposes no class_counts; counting training "
+            "labels with one pass over the train dataloader."
+        )
+        counts = torch.zeros(num, dtype=torch.long)
+        for batch in loader:
+            labels = _parse_batch(batch)[1]
+            counts += torch.bincount(labels.flatten().cpu(), minlength=num)[:num]
+        return self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW on the trainable parameters (the head only while the backbone is frozen)."""
+        groups = decay_groups(self.named_parameters(), self.hparams.weight_decay, set())
+        for group in groups:
+            group.pop("lars_exclude", None)
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels, _ = _parse_batch(batch)
+        logits = self(images).float()
+        scores, probs = self.scores_from_logits(logits)
+        self.log("val/loss", self._loss(logits, labels), sync_dist=True)
+        self.val_metrics.update(scores, probs.argmax(dim=1), labels)
+        self.val_scores.update(scores)
+        self.val_targets.update((labels != self.good_index).float())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+        scores, targets = self.val_scores.compute(), self.val_targets.compute()
+        self.val_scores.reset()
+        self.val_targets.reset()
+        if not self.trainer.sanity_checking:
+            self._choose_threshold(scores, targets)
+        self.log("val/threshold", self.threshold)
+
+    def _choose_threshold(self, scores: Tensor, targets: Tensor) -> None:
+        """Pick the decision threshold from validation scores (the only caller)."""
+        try:
+            value = select_threshold(
+                scores, targets, self.hparams.threshold_mode, self.hparams.target_recall
+            )
+        except ValueError as err:
+            rank_zero_warn(f"Threshold kept at {float(self.threshold):.4f}: {err}")
+            return
+        self.threshold.fill_(value)
+        self.threshold_from_validation.fill_(True)
+
+    # ------------------------------------------------------------------ test / predict
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        images, labels, _ = _parse_batch(batch)
+        scores, probs = self.predict_scores(images)
+        self.test_metrics.update(scores, self.decide(scores, probs, self.threshold), labels)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+        self.log("test/threshold", self.threshold)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+        """Per-image dicts: path, defect_score, predicted_class, is_defect, label, p_<class>."""
+        images, labels, paths = _parse_batch(batch)
+        scores, probs = self.predict_scores(images)
+        preds = self.decide(scores, probs, self.threshold)
+        rows = []
+        for i, (score, pred) in enumerate(zip(scores.tolist(), preds.tolist(), strict=True)):
+            row = {
+                "path": paths[i] if paths is not None else None,
+                "defect_score": score,
+                "predicted_class": self.classes[pred],
+                "is_defect": pred != self.good_index,
+                "label": self.classes[int(labels[i])] if _known(labels, i) else None,
+            }
+            row.update({f"p_{c}": p for c, p in zip(self.classes, probs[i].tolist(), strict=True)})
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ metrics plumbing
+    def _log_metrics(self, stage: str, metrics: DefectMetrics) -> None:
+        with warnings.catch_warnings():  # e.g. AUROC of a sanity batch with one class only
+            warnings.simplefilter("ignore", UserWarning)
+            values = metrics.compute()
+            figures = metrics.figure_data() if self._want_figures() else None
+        metrics.reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value)
+        if figures is not None:
+            directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
+            rank_zero_only(metrics.save_figures)(figures, directory, stage)
+
+    def _want_figures(self) -> bool:
+        return bool(self.hparams.save_figures) and not self.trainer.sanity_checking
+
+    # ------------------------------------------------------------------ export
+    def export_metadata(self) -> dict[str, Any]:
+        """What a deployment needs besides the graph: threshold, classes, input format."""
+        size = [int(v) for v in self.input_size.tolist()]
+        return {
+            "threshold": float(self.threshold),
+            "threshold_source": "validation" if bool(self.threshold_from_validation) else "default",
+            "threshold_mode": self.hparams.threshold_mode,
+            "target_recall": float(self.hparams.target_recall),
+            "class_names": list(self.classes),
+            "good_class": self.hparams.good_class,
+            "good_index": self.good_index,
+            "image_size": size if any(size) else None,
+            "in_chans": self.backbone.in_chans,
+            "backbone": self.backbone.name,
+            "input_range": [0.0, 1.0],
+            "decision": "defect if defect_score >= threshold",
+        }
+
+    def to_onnx(self, path: str | Path, image_size: int | Sequence[int] | None = None) -> Path:
+        """Export to ONNX (see ``lit_ssl.export.to_onnx``)."""
+        from lit_ssl.export import to_onnx
+
+        return to_onnx(self, path, image_size=image_size)
+
+
+def _known(labels: Tensor | None, i: int) -> bool:
+    return labels is not None and int(labels[i]) >= 0
+
+
+def _counts_from(source: Any, classes: list[str]) -> Tensor | None:
+    """Class counts from ``class_counts`` or a ``labels``/``targets`` list, if ``source`` has one.
+
+    ``class_counts`` may be a sequence in label order or a ``{class_name: count}`` dict.
+    """
+    if source is None:
+        return None
+    num = len(classes)
+    counts = getattr(source, "class_counts", None)
+    if callable(counts):
+        counts = counts()
+    if counts is not None:
+        if isinstance(counts, dict):
+            counts = [counts.get(name, 0) for name in classes]
+        return torch.as_tensor(counts).long().flatten()[:num]
+    for attr in ("labels", "targets"):
+        labels = getattr(source, attr, None)
+        if labels is not None and not callable(labels):
+            labels = torch.as_tensor(labels).long().flatten()
+            return torch.bincount(labels[labels >= 0], minlength=num)[:num]
+    return None
+
+
+def _log_weights(classes: list[str], counts: Tensor, weights: Tensor) -> None:
+    parts = ", ".join(
+        f"{c}: n={int(n)} w={float(w):.3f}"
+        for c, n, w in zip(classes, counts.tolist(), weights.tolist(), strict=True)
+    )
+    log.info("DefectClassifier balanced class weights: %s", parts)

@@ -1,0 +1,133 @@
+"""ONNX export of a DefectClassifier: float images in [0, 1] in, defect score out.
+
+The graph contains the normalisation (it lives in the ``Backbone``), the network and the
+softmax, so there is no preprocessing to re-implement next to the ONNX file: the only
+input transform is "float32 in [0, 1], ``(B, in_chans, H, W)``".
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). It is the
+default since PyTorch 2.9 and the legacy TorchScript exporter is deprecated; both agree
+with PyTorch to ~1e-7 on our backbones, the legacy one is only faster to run (~2 s vs
+~10 s on 2 CPU cores). ``dynamo=False`` remains available as an escape hatch.
+
+Outputs: ``defect_score`` ``(B,)`` = ``1 - p(good)`` and ``probabilities`` ``(B, C)``.
+The decision threshold, class names, good class, image size and channels are stored as
+ONNX ``metadata_props``, every value JSON-encoded (``json.loads`` it; strings are quoted);
+``read_metadata`` decodes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from lit_ssl.classifier import defect_scores
+
+if TYPE_CHECKING:
+    from lit_ssl.classifier import DefectClassifier
+
+__all__ = ["ScoringModel", "read_metadata", "to_onnx"]
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("defect_score", "probabilities")
+
+
+class ScoringModel(nn.Module):
+    """The classifier's inference path as a plain module: images -> (defect_score, probs)."""
+
+    def __init__(self, classifier: DefectClassifier) -> None:
+        super().__init__()
+        self.backbone = copy.deepcopy(classifier.backbone).cpu().eval()
+        self.head = copy.deepcopy(classifier.head).cpu().eval()
+        self.good_index = classifier.good_index
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return defect_scores(self.head(self.backbone(images)), self.good_index)
+
+
+def _image_size(
+    classifier: DefectClassifier, image_size: int | Sequence[int] | None
+) -> tuple[int, int]:
+    if image_size is None:
+        image_size = classifier.export_metadata()["image_size"] or classifier.backbone.img_size
+    if image_size is None:
+        raise ValueError(
+            "Unknown input size: the classifier has not seen training images and its backbone "
+            "has no img_size. Pass image_size=<training image size> to to_onnx."
+        )
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
+def to_onnx(
+    classifier: DefectClassifier,
+    path: str | Path,
+    image_size: int | Sequence[int] | None = None,
+    dynamo: bool = True,
+    opset_version: int | None = None,
+) -> Path:
+    """Export ``classifier`` to ONNX with a dynamic batch axis and deployment metadata.
+
+    Args:
+        classifier: a ``DefectClassifier`` (left unchanged; a CPU copy is exported).
+        path: output ``.onnx`` file.
+        image_size: input ``H`` (square) or ``(H, W)``; default: the size seen in training,
+            else the backbone's ``img_size``.
+        dynamo: use the torch.export-based exporter (default) or the legacy one.
+        opset_version: ONNX opset; ``None`` lets the exporter choose.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = _image_size(classifier, image_size)
+    model = ScoringModel(classifier).eval()
+    example = torch.rand(2, classifier.backbone.in_chans, height, width)
+    kwargs: dict[str, Any] = {
+        "input_names": [INPUT_NAME],
+        "output_names": list(OUTPUT_NAMES),
+        "opset_version": opset_version,
+        "dynamo": dynamo,
+    }
+    if dynamo:
+        kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch")}}
+        kwargs["verbose"] = False
+    else:
+        kwargs["dynamic_axes"] = {
+            INPUT_NAME: {0: "batch"},
+            **{n: {0: "batch"} for n in OUTPUT_NAMES},
+        }
+    with torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), **kwargs)
+    metadata = classifier.export_metadata()
+    metadata["image_size"] = [height, width]
+    _write_metadata(path, metadata)
+    return path
+
+
+def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The lit_ssl metadata of an exported ONNX file, JSON values decoded."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {entry.key: json.loads(entry.value) for entry in proto.metadata_props}

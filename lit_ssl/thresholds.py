@@ -1,0 +1,103 @@
+"""Decision thresholds on defect scores, chosen from validation scores only.
+
+Pure functions: scores and binary targets in, one float threshold out. The decision rule
+everywhere in lit_ssl is ``defect = score >= threshold``. Callers must pass validation
+scores; ``DefectClassifier`` only calls these at the end of a validation epoch, never on
+test data (anomalib picks its threshold on the test set; we do not).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ThresholdMode",
+    "recall_threshold",
+    "best_f1_threshold",
+    "select_threshold",
+]
+
+ThresholdMode = Literal["f1", "recall"]
+
+
+def _check(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    scores = torch.as_tensor(scores).detach().flatten().double().cpu()
+    targets = torch.as_tensor(targets).detach().flatten().cpu()
+    if scores.numel() != targets.numel():
+        raise ValueError(f"{scores.numel()} scores but {targets.numel()} targets.")
+    if scores.numel() == 0:
+        raise ValueError("Cannot choose a threshold from zero validation samples.")
+    if not torch.isfinite(scores).all():
+        raise ValueError("Defect scores contain NaN or inf; cannot choose a threshold.")
+    return scores, targets.bool()
+
+
+def recall_threshold(scores: Tensor, targets: Tensor, target_recall: float = 0.99) -> float:
+    """Highest threshold whose defect recall on these samples is at least ``target_recall``.
+
+    Args:
+        scores: defect scores ``(N,)`` (higher = more likely defective).
+        targets: ``(N,)`` 1/True for defective samples, 0/False for good ones.
+        target_recall: required fraction of defects with ``score >= threshold``, in (0, 1].
+
+    Returns:
+        The score of the k-th highest-scoring defect, ``k = ceil(target_recall * n_defects)``.
+
+    Raises:
+        ValueError: no defective sample, or ``target_recall`` outside (0, 1].
+    """
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}.")
+    scores, targets = _check(scores, targets)
+    defect_scores = scores[targets].sort(descending=True).values
+    if defect_scores.numel() == 0:
+        raise ValueError("No defective sample in the validation scores: recall is undefined.")
+    # small tolerance so that e.g. 0.99 * 100 does not round up to 100 defects
+    k = int(torch.tensor(target_recall * defect_scores.numel() - 1e-9).ceil().clamp(min=1))
+    return float(defect_scores[k - 1])
+
+
+def best_f1_threshold(scores: Tensor, targets: Tensor) -> float:
+    """Threshold maximising the defect F1 score on these samples.
+
+    Candidates are the distinct scores; among equal F1 the highest threshold wins.
+
+    Args:
+        scores: defect scores ``(N,)``.
+        targets: ``(N,)`` 1/True for defective samples.
+
+    Raises:
+        ValueError: no defective sample (F1 is 0 for every threshold).
+    """
+    scores, targets = _check(scores, targets)
+    n_defects = int(targets.sum())
+    if n_defects == 0:
+        raise ValueError("No defective sample in the validation scores: F1 is undefined.")
+    order = scores.argsort(descending=True)
+    sorted_scores, sorted_targets = scores[order], targets[order].double()
+    tp = sorted_targets.cumsum(0)
+    predicted = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    f1 = 2 * tp / (predicted + n_defects)
+    # only the last position of a run of equal scores is a reachable operating point
+    last_of_run = torch.ones_like(sorted_targets, dtype=torch.bool)
+    last_of_run[:-1] = sorted_scores[:-1] != sorted_scores[1:]
+    f1 = torch.where(last_of_run, f1, torch.full_like(f1, -1.0))
+    best = int(torch.argmax(f1))  # first maximum = highest threshold
+    return float(sorted_scores[best])
+
+
+def select_threshold(
+    scores: Tensor,
+    targets: Tensor,
+    mode: ThresholdMode = "recall",
+    target_recall: float = 0.99,
+) -> float:
+    """Threshold for ``mode``: ``"f1"`` (best F1) or ``"recall"`` (target defect recall)."""
+    if mode == "f1":
+        return best_f1_threshold(scores, targets)
+    if mode == "recall":
+        return recall_threshold(scores, targets, target_recall)
+    raise ValueError(f"threshold mode must be 'f1' or 'recall', got {mode!r}.")
