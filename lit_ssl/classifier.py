@@ -264,6 +264,9 @@ class DefectClassifier(L.LightningModule):
         classes = _check_classes(classes, good_class)
         self._check_options(head, loss, threshold_mode, target_recall, class_weights, classes)
         backbone = resolve_backbone(backbone, weights, in_chans, img_size)
+        # save_hyperparameters reads these locals: record the resolved values, so the logged
+        # hparams agree with the datamodule's (Lightning refuses conflicting duplicates)
+        in_chans, img_size = backbone.in_chans, backbone.img_size
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams.update(
             backbone=backbone.name,

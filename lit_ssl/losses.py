@@ -85,6 +85,22 @@ def _off_diagonal(m: Tensor) -> Tensor:
     return m.flatten()[:-1].view(m.shape[0] - 1, m.shape[0] + 1)[:, 1:].flatten()
 
 
+def _off_diagonal_sq_sum(a: Tensor, b: Tensor) -> Tensor:
+    """Sum of the squared off-diagonal entries of ``a.T @ b`` for ``a, b`` of shape (n, d).
+
+    With fewer samples than dimensions (the usual case: projectors are 2048-8192 wide) it
+    never forms the d x d matrix: ``||a'b||_F^2 = <a a', b b'>_F`` uses the n x n Gram
+    matrices, minus the squared diagonal ``sum_k a_ki b_ki``. Same value (no cancellation
+    issue: a rank-n d x d matrix with n < d keeps most of its energy off the diagonal),
+    O(n^2 d) instead of O(n d^2) work and memory.
+    """
+    n, d = a.shape
+    if n >= d:
+        return _off_diagonal(a.T @ b).pow(2).sum()
+    diagonal = (a * b).sum(dim=0)
+    return ((a @ a.T) * (b @ b.T)).sum() - diagonal.pow(2).sum()
+
+
 def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
     """VICReg's v(Z) and c(Z) on the batch gathered over all ranks."""
     z = gather(z)
@@ -94,8 +110,7 @@ def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
     z = z - z.mean(dim=0)
     std = torch.sqrt(z.var(dim=0) + eps)
     variance = F.relu(1.0 - std).mean()
-    cov = (z.T @ z) / (n - 1)
-    covariance = _off_diagonal(cov).pow(2).sum() / d
+    covariance = _off_diagonal_sq_sum(z, z) / (n - 1) ** 2 / d  # Cov = z'z / (n - 1)
     return variance, covariance
 
 
@@ -145,6 +160,6 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
         raise ValueError("Barlow Twins needs at least 2 samples in the (global) batch.")
     z1n = (g1 - g1.mean(dim=0)) / g1.std(dim=0)
     z2n = (g2 - g2.mean(dim=0)) / g2.std(dim=0)
-    c = z1n.T @ z2n / n
-    on_diag = (1.0 - torch.diagonal(c)).pow(2).sum()
-    return on_diag + lambd * _off_diagonal(c).pow(2).sum()
+    c_diagonal = (z1n * z2n).sum(dim=0) / n  # diagonal of C = z1n' z2n / N
+    on_diag = (1.0 - c_diagonal).pow(2).sum()
+    return on_diag + lambd * _off_diagonal_sq_sum(z1n, z2n) / n**2

@@ -30,6 +30,14 @@ from lit_ssl.module import SSLModule
 __all__ = ["QuickstartConfig", "main", "run_quickstart"]
 
 METRICS = ("auroc", "average_precision", "defect_f1", "defect_recall", "defect_precision")
+# test-time keys of DefectClassifier: decisions use the threshold chosen on validation
+TEST_KEYS = {
+    "auroc": "test/auroc",
+    "average_precision": "test/average_precision",
+    "defect_f1": "test/defect_f1_at_threshold",
+    "defect_recall": "test/defect_recall_at_threshold",
+    "defect_precision": "test/defect_precision_at_threshold",
+}
 
 
 @dataclass
@@ -120,7 +128,7 @@ def finetune(
     trainer.fit(classifier, datamodule=data)
     results = trainer.test(classifier, datamodule=data, verbose=False)[0]
     onnx_path = classifier.to_onnx(folder / name / "classifier.onnx")
-    metrics = {key: float(results[f"test/{key}"]) for key in METRICS}
+    metrics = {key: float(results[TEST_KEYS[key]]) for key in METRICS}
     metrics["threshold"] = float(classifier.threshold)
     metrics["onnx"] = str(onnx_path)
     return metrics

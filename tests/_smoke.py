@@ -27,4 +27,6 @@ def smoke_overrides(recipe_text: str) -> list[str]:
         model = ["--model.backbone=test_vit", "--model.img_size=32"]
     else:
         model = ["--model.backbone=test_resnet"]
+    if "sync_batchnorm: true" in recipe_text:
+        model.append("--trainer.sync_batchnorm=false")  # SyncBatchNorm needs CUDA modules
     return TRAINER + DATA + model

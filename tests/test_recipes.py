@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lit_ssl.cli import main
-from tests._smoke import RECIPES, smoke_overrides
+from _smoke import RECIPES, smoke_overrides
 
 ALL_RECIPES = sorted(RECIPES.glob("*.yaml"))
 SSL_HEADS = {

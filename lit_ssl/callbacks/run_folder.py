@@ -29,9 +29,11 @@ class ExportOnFitEnd(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
+        from lit_ssl.classifier import DefectClassifier
+
         folder = run_dir(trainer)
-        if hasattr(pl_module, "to_onnx_file"):
-            path = pl_module.to_onnx_file(folder / "classifier.onnx")
+        if isinstance(pl_module, DefectClassifier):
+            path = pl_module.to_onnx(folder / "classifier.onnx")
         elif hasattr(pl_module, "export_backbone"):
             path = pl_module.export_backbone(folder / "backbone.safetensors")
         else:

@@ -75,6 +75,8 @@ class FactoryDataModule(L.LightningDataModule):
         on_bad_file: ``"skip"`` unreadable files (one warning naming them) or ``"raise"``.
         label_fraction: Fraction of training labels kept per class (few-label experiments);
             hidden labels become -1 (ssl) or are dropped from training (classify).
+        binary: Merge every defect type into one ``"defect"`` class (labels: 0 good,
+            1 defect); splits stay stratified by defect type.
         keep_layout_split: Keep an MVTec-style train/test split even when train holds only the
             good class (by default the whole dataset is re-split so training sees defects).
         bit_depth: Significant bits of 16-bit images; None infers one depth for the dataset.
@@ -107,6 +109,7 @@ class FactoryDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_file: Literal["skip", "raise"] = "skip",
         label_fraction: float = 1.0,
+        binary: bool = False,
         keep_layout_split: bool = False,
         bit_depth: int | None = None,
         cache_images: bool | None = None,
@@ -254,6 +257,22 @@ class FactoryDataModule(L.LightningDataModule):
         )
         train = np.flatnonzero(self.splits == "train")
         self.train_labels = hide_labels(self.labels, train, hp.label_fraction, hp.seed)
+        if hp.binary:
+            self._merge_defect_types()
+
+    def _merge_defect_types(self) -> None:
+        good = good_index(self.class_names)
+        if good is None:
+            raise ValueError(
+                f"binary=True needs a defect-free class named good/ok/normal; classes are "
+                f"{self.class_names}"
+            )
+        names = [self.class_names[good], "defect"]
+        self.labels, self.train_labels = (
+            np.where(labels < 0, labels, (labels != good).astype(labels.dtype))
+            for labels in (self.labels, self.train_labels)
+        )
+        self.class_names = names
 
     def _log_summary(self) -> None:
         log.info(
