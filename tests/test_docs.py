@@ -19,9 +19,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from _smoke import smoke_overrides
 
 from lit_ssl.cli import main
-from _smoke import smoke_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

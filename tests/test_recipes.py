@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from _smoke import RECIPES, smoke_overrides
 
 from lit_ssl.cli import main
-from _smoke import RECIPES, smoke_overrides
 
 ALL_RECIPES = sorted(RECIPES.glob("*.yaml"))
 SSL_HEADS = {
