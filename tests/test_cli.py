@@ -1,0 +1,86 @@
+"""The lit-ssl command: tools, config errors before training, the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _smoke import RECIPES, smoke_overrides
+
+from lit_ssl.cli import main, recipe_name
+from lit_ssl.quickstart import QuickstartConfig, run_quickstart
+
+
+def _fit(recipe: str, data_root: Path, *extra: str) -> None:
+    path = RECIPES / f"{recipe}.yaml"
+    args = ["fit", "--config", str(path), f"--data.root={data_root}"]
+    main(args + smoke_overrides(path.read_text()) + list(extra))
+
+
+def test_recipe_name_is_the_config_stem():
+    assert recipe_name(["fit", "--config", "recipes/byol.yaml"]) == "byol"
+    assert recipe_name(["fit", "--config=x/vicreg.yaml", "--trainer.max_epochs", "3"]) == "vicreg"
+    assert recipe_name(["fit"]) == "default"
+
+
+def test_unknown_key_stops_before_training(tiny_factory_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        _fit("vicreg", tiny_factory_data, "--model.learning_rate=0.1")
+    assert stop.value.code != 0
+    assert "learning_rate" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_wrong_type_names_the_key(tiny_factory_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        _fit("vicreg", tiny_factory_data, "--data.batch_size=many")
+    assert "batch_size" in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        _fit("vicreg", tmp_path / "no_such_line")
+
+
+def test_head_incompatible_with_backbone_says_what_to_use(tiny_factory_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="MaskedReconstruction"):
+        _fit("mae", tiny_factory_data, "--model.backbone=test_resnet")
+
+
+def test_export_synth_and_preview(tiny_factory_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fit("simclr", tiny_factory_data)
+    checkpoint = tmp_path / "runs" / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
+    assert main(["export", str(checkpoint), "--output", "out/backbone.safetensors"]) == 0
+    config = json.loads((tmp_path / "out" / "backbone.json").read_text())
+    assert config["name"] == "test_resnet"
+
+    synth_args = ["synth", "synth_out", "--image-size", "32", "--n-train", "4"]
+    synth_args += ["--n-test-good", "2", "--n-per-defect", "1", "--nuisance", "1.0"]
+    assert main(synth_args) == 0
+    info = json.loads((tmp_path / "synth_out" / "synthetic.json").read_text())
+    assert info["nuisance"] == 1.0
+    assert len(list((tmp_path / "synth_out" / "train" / "good").glob("*.png"))) == 4
+
+    image = next((tiny_factory_data / "test" / "scratch").glob("*.png"))
+    args = ["preview", "--image", str(image), "--policy", "surface", "--views", "4"]
+    assert main(args + ["--image-size", "32", "--output", "preview.png"]) == 0
+    assert (tmp_path / "preview.png").stat().st_size > 1000
+
+
+def test_quickstart_fast_prints_both_initialisations(tmp_path, capsys):
+    rows = run_quickstart(QuickstartConfig.fast(output=str(tmp_path / "qs")))
+    assert set(rows) == {"self-supervised (VICReg)", "random init"}
+    for metrics in rows.values():
+        assert 0.0 <= metrics["auroc"] <= 1.0
+        assert 0.0 <= metrics["defect_recall"] <= 1.0
+        assert Path(metrics["onnx"]).is_file()
+    printed = capsys.readouterr().out
+    assert "random init" in printed and "Run folder" in printed
+    assert (tmp_path / "qs" / "results.md").is_file()
+    assert (tmp_path / "qs" / "pretrain" / "backbone.safetensors").is_file()
