@@ -237,3 +237,20 @@ def test_batch_statistics_need_two_samples(name):
 def test_info_nce_rejects_non_positive_temperature(t):
     with pytest.raises(ValueError, match="temperature"):
         losses.info_nce(torch.randn(3, 2), torch.randn(3, 2), temperature=t)
+
+
+@pytest.mark.parametrize("n, d", [(4, 64), (64, 8)])
+def test_gram_shortcut_matches_reference_for_narrow_and_wide_batches(n, d):
+    """VICReg/Barlow Twins skip the d x d matrix when the batch is smaller than d."""
+    torch.manual_seed(3)
+    z1 = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    for ours, ref in ((losses.vicreg, ref_vicreg), (losses.barlow_twins, ref_barlow)):
+        a1, a2 = z1.detach().float().requires_grad_(), z2.detach().float().requires_grad_()
+        value = ours(a1, a2)
+        value.backward()
+        expected = ref(z1, z2)
+        grads = torch.autograd.grad(expected, (z1, z2))
+        assert torch.allclose(value.double(), expected, rtol=1e-5)
+        assert torch.allclose(a1.grad.double(), grads[0], rtol=1e-4, atol=1e-7)
+        assert torch.allclose(a2.grad.double(), grads[1], rtol=1e-4, atol=1e-7)

@@ -1,0 +1,776 @@
+"""Benchmark 2: deep SSL heads on synthetic factory data under growing nuisance.
+
+Linear-probe defect-vs-good AUROC of every head family (reconstruction, joint-embedding,
+hybrid), a frozen random backbone and supervised training, across nuisance strengths of the
+synthetic factory generator, with the ``surface`` policy (its photometric transforms re-sample
+the nuisance: "aligned") and with a geometry-only variant of it (no illumination, exposure,
+gamma or noise transforms: alignment ``alpha = 0``). Van Assel et al. 2025 predict
+joint-embedding roughly flat in nuisance when aligned, reconstruction falling, and both
+falling without alignment.
+
+Every run is written to the JSON file as soon as it finishes; re-running the same command
+resumes (runs already in the file with the same configuration are skipped).
+
+    python benchmarks/deep_nuisance.py --quick      # minutes: 2 levels, few steps
+    python benchmarks/deep_nuisance.py              # full: ~1 h on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import lightning as L  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchmetrics.classification import BinaryAUROC  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lit_ssl.augment import MultiView, policy, save_policy  # noqa: E402
+from lit_ssl.augment.transforms import (  # noqa: E402
+    IlluminationGradient,
+    PoissonGaussianNoise,
+    Vignetting,
+)
+from lit_ssl.backbone import Backbone  # noqa: E402
+from lit_ssl.data import DEFECTS, MATERIALS, generate_image, measure_energy  # noqa: E402
+from lit_ssl.heads import (  # noqa: E402
+    BYOL,
+    MAE,
+    DenoisingAutoencoder,
+    Hybrid,
+    LatentPrediction,
+    MaskedReconstruction,
+    SimCLR,
+    SSLHead,
+    VICReg,
+)
+from lit_ssl.module import SSLModule  # noqa: E402
+from lit_ssl.optim import decay_groups, warmup_cosine  # noqa: E402
+
+SECTION = "## Deep benchmark: nuisance vs head family"
+POLICIES = ("aligned", "alpha0")
+PHOTOMETRIC = (
+    IlluminationGradient,
+    Vignetting,
+    PoissonGaussianNoise,
+    A.RandomBrightnessContrast,
+    A.RandomGamma,
+)
+IMAGE_SIZE = 32
+CNN, VIT = "test_resnet", "test_vit"
+PROJ = 512  # projector width of every joint-embedding head (library default 2048-4096)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the benchmark: a backbone and how it is trained.
+
+    Attributes:
+        name: Row label.
+        family: ``reconstruction``, ``joint_embedding``, ``hybrid`` or ``baseline``.
+        backbone: timm architecture name.
+        head: Factory of the SSL head; None for the baselines.
+        kind: ``ssl``, ``random`` (no training) or ``supervised`` (labels of the probe split).
+    """
+
+    name: str
+    family: str
+    backbone: str
+    head: Callable[[], SSLHead] | None = None
+    kind: str = "ssl"
+
+
+def _mr() -> MaskedReconstruction:
+    return MaskedReconstruction(mask_ratio=0.6, mask_patch_size=8)
+
+
+def _vicreg() -> VICReg:
+    return VICReg(hidden_dim=PROJ, out_dim=PROJ)
+
+
+METHODS = (
+    Method(
+        "DenoisingAutoencoder",
+        "reconstruction",
+        CNN,
+        lambda: DenoisingAutoencoder(IMAGE_SIZE, decoder_channels=64),
+    ),
+    Method("MaskedReconstruction", "reconstruction", CNN, _mr),
+    Method(
+        "MAE (test_vit)",
+        "reconstruction",
+        VIT,
+        lambda: MAE(mask_ratio=0.5, decoder_dim=64, decoder_depth=1, decoder_heads=4),
+    ),
+    Method("VICReg", "joint_embedding", CNN, _vicreg),
+    Method("BYOL", "joint_embedding", CNN, lambda: BYOL(hidden_dim=PROJ, out_dim=128)),
+    Method("SimCLR", "joint_embedding", CNN, lambda: SimCLR(hidden_dim=PROJ, out_dim=128)),
+    Method(
+        "LatentPrediction",
+        "joint_embedding",
+        CNN,
+        lambda: LatentPrediction(mask_ratio=0.6, mask_patch_size=8, predictor_dim=128),
+    ),
+    Method(
+        "Hybrid (MR+VICReg)",
+        "hybrid",
+        CNN,
+        lambda: Hybrid(reconstruction=_mr(), joint_embedding=_vicreg()),
+    ),
+    Method("random frozen", "baseline", CNN, kind="random"),
+    Method("random frozen (test_vit)", "baseline", VIT, kind="random"),
+    Method("supervised", "baseline", CNN, kind="supervised"),
+)
+
+
+@dataclass
+class Config:
+    """Everything that defines a result (hashed for resuming)."""
+
+    levels: list[float]
+    steps: int
+    n_pretrain: int
+    n_probe: int
+    batch_size: int
+    lr: float
+    seed: int
+    material: str = "mixed"
+    image_size: int = IMAGE_SIZE
+    defect_fraction: float = 0.25
+    methods: list[str] = field(default_factory=lambda: [m.name for m in METHODS])
+
+    def key(self) -> str:
+        """Short hash of the configuration, without the level and method lists."""
+        d = asdict(self)
+        d.pop("levels"), d.pop("methods")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------- data
+def make_images(
+    n: int, level: float, defect_fraction: float, material: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` synthetic images ``(n, H, W, 3)`` float32 and labels (1 = defective).
+
+    Defective images cycle through all defect types; the order is shuffled (seeded).
+    """
+    rng = np.random.default_rng(seed)
+    n_def = int(round(n * defect_fraction))
+    kinds: list[str | None] = [DEFECTS[i % len(DEFECTS)] for i in range(n_def)]
+    kinds += [None] * (n - n_def)
+    kinds = [kinds[i] for i in rng.permutation(n)]
+    images, labels = [], []
+    for kind in kinds:
+        mat = str(rng.choice(MATERIALS)) if material == "mixed" else material
+        sample = generate_image(rng, mat, kind, IMAGE_SIZE, 3, level)
+        images.append(sample.image)
+        labels.append(int(kind is not None))
+    return np.stack(images).astype(np.float32), np.asarray(labels, np.int64)
+
+
+class ViewDataset(Dataset):
+    """Images through a :class:`MultiView`: items ``(views, label)`` (SSLModule's contract)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, views: MultiView) -> None:
+        self.images, self.labels, self.views = images, labels, views
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[list[Tensor], int]:
+        out = self.views(self.images[i])
+        return [torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1) for v in out], int(
+            self.labels[i]
+        )
+
+
+def alpha0_policy(folder: Path) -> str:
+    """The ``surface`` preset without its photometric (nuisance) transforms, as a YAML file.
+
+    Returns:
+        Path of the YAML policy (flips, rot90, small shift/scale only).
+    """
+    surface = policy("surface", IMAGE_SIZE, 3)
+    kept = [t for t in surface.transforms if not isinstance(t, PHOTOMETRIC)]
+    path = folder / "surface_alpha0.yaml"
+    save_policy(A.Compose(kept, strict=True), path)
+    return str(path)
+
+
+def policy_name(which: str, folder: Path) -> str:
+    """Policy name or YAML path for ``aligned`` / ``alpha0``."""
+    return "surface" if which == "aligned" else alpha0_policy(folder)
+
+
+def loader(images: np.ndarray, labels: np.ndarray, views: MultiView, cfg: Config) -> DataLoader:
+    """Seeded shuffling loader, no workers (views are cheap at this size)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ds = ViewDataset(images, labels, views)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+
+
+# ----------------------------------------------------------------------------- training
+class Supervised(L.LightningModule):
+    """Backbone + linear defect logit, BCE on labelled images; SSLModule's optimiser/schedule."""
+
+    def __init__(self, backbone: Backbone, lr: float, weight_decay: float = 0.05) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.embed_dim, 1)
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        views, labels = batch
+        logits = self.fc(self.backbone(views[0])).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+        self.log("train/loss", loss, on_step=True)
+        return loss
+
+    def configure_optimizers(self):
+        groups = decay_groups(self.named_parameters(), self.weight_decay, set())
+        for group in groups:
+            group.pop("lars_exclude", None)
+        opt = torch.optim.AdamW(groups, lr=self.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, total, int(0.1 * total), 0.01)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def trainer(steps: int) -> L.Trainer:
+    """A quiet CPU trainer for exactly ``steps`` optimizer steps."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def train_backbone(
+    method: Method, data: dict[str, tuple[np.ndarray, np.ndarray]], pol: str, cfg: Config
+) -> tuple[Backbone, dict[str, float]]:
+    """Train (or not) the method's backbone; returns it and a few end-of-training metrics."""
+    L.seed_everything(cfg.seed, verbose=False)
+    backbone = Backbone(method.backbone, in_chans=3, img_size=IMAGE_SIZE)
+    if method.kind == "random":
+        return backbone, {}
+    if method.kind == "supervised":
+        model: L.LightningModule = Supervised(backbone, cfg.lr)
+        views = MultiView([policy(pol, IMAGE_SIZE, 3)], seed=cfg.seed)
+        dl = loader(*data["probe_train"], views, cfg)
+    else:
+        head = method.head()
+        model = SSLModule(backbone, head, lr=cfg.lr)
+        clean = policy("minimal", IMAGE_SIZE, 3) if head.clean_view else None
+        composes = [policy(pol, IMAGE_SIZE, 3) for _ in range(head.num_views)]
+        views = MultiView(composes, clean, seed=cfg.seed)
+        dl = loader(*data["pretrain"], views, cfg)
+    tr = trainer(cfg.steps)
+    tr.fit(model, train_dataloaders=dl)
+    metrics = {
+        k.replace("/", "_"): float(v)
+        for k, v in tr.callback_metrics.items()
+        if k.endswith(("loss_step", "embedding_std_step")) or k == "train/loss"
+    }
+    return model.backbone, metrics
+
+
+# ----------------------------------------------------------------------------- probe
+@torch.no_grad()
+def features(backbone: Backbone, images: np.ndarray, batch: int = 256) -> Tensor:
+    """Frozen pooled features of un-augmented images (eval mode)."""
+    backbone.eval()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return torch.cat([backbone(x[i : i + batch]) for i in range(0, len(x), batch)]).float()
+
+
+def linear_probe(
+    f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor, l2: float = 1e-3
+) -> float:
+    """Logistic regression on standardised features (LBFGS, small L2) -> test AUROC."""
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+    a, b = (f_train - mean) / std, (f_test - mean) / std
+    w = torch.zeros(a.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, bias], lr=1.0, max_iter=300, line_search_fn="strong_wolfe")
+    target = y_train.float()
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(a @ w + bias, target) + l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        scores = b @ w + bias
+    return float(BinaryAUROC()(scores, y_test))
+
+
+def auroc_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)
+    return math.sqrt(max(var, 0.0) / (n_pos * n_neg))
+
+
+# ----------------------------------------------------------------------------- results
+def load_results(path: Path, cfg: Config) -> dict:
+    """Results stored with the same configuration key, else a fresh record."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("config_key") == cfg.key():
+            return stored
+        print(f"{path}: different configuration, starting afresh")
+    return {"config_key": cfg.key(), "config": asdict(cfg), "energy": {}, "runs": {}}
+
+
+def save_results(path: Path, results: dict) -> None:
+    """Atomic JSON write (partial results survive interruptions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def run_key(method: str, level: float, pol: str) -> str:
+    """Key of one run in the JSON file."""
+    return f"{method}|{level:g}|{pol}"
+
+
+def level_order(levels: list[float]) -> list[float]:
+    """Extremes first, so partial results already span the range."""
+    levels = sorted(levels)
+    return [levels[0], levels[-1], *levels[1:-1]] if len(levels) > 2 else levels
+
+
+def run_all(cfg: Config, results: dict, json_path: Path, methods: list[Method]) -> None:
+    """Train and probe every (level, policy, method) missing from ``results``."""
+    folder = Path(tempfile.mkdtemp(prefix="deep_nuisance_"))
+    for level in level_order(cfg.levels):
+        lk = f"{level:g}"
+        if lk not in results["energy"]:
+            results["energy"][lk] = measure_energy(
+                level, n=128, image_size=IMAGE_SIZE, material=cfg.material, seed=cfg.seed
+            )
+            save_results(json_path, results)
+        print(f"nuisance {level:g}: energy ratio {results['energy'][lk]['ratio']:.1f}x", flush=True)
+        data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for pol_key in POLICIES:
+            for method in methods:
+                key = run_key(method.name, level, pol_key)
+                if key in results["runs"]:
+                    continue
+                if method.kind == "random" and pol_key == "alpha0":  # no policy involved
+                    results["runs"][key] = dict(
+                        results["runs"][run_key(method.name, level, "aligned")]
+                    )
+                    save_results(json_path, results)
+                    continue
+                if not data:
+                    data = {
+                        "pretrain": make_images(
+                            cfg.n_pretrain, level, cfg.defect_fraction, cfg.material, cfg.seed
+                        ),
+                        "probe_train": make_images(
+                            cfg.n_probe, level, 0.5, cfg.material, cfg.seed + 1
+                        ),
+                        "probe_test": make_images(
+                            cfg.n_probe, level, 0.5, cfg.material, cfg.seed + 2
+                        ),
+                    }
+                t0 = time.perf_counter()
+                backbone, metrics = train_backbone(method, data, policy_name(pol_key, folder), cfg)
+                t_train = time.perf_counter() - t0
+                xtr, ytr = data["probe_train"]
+                xte, yte = data["probe_test"]
+                auc = linear_probe(
+                    features(backbone, xtr),
+                    torch.from_numpy(ytr),
+                    features(backbone, xte),
+                    torch.from_numpy(yte),
+                )
+                n_pos = int(yte.sum())
+                results["runs"][key] = {
+                    "method": method.name,
+                    "family": method.family,
+                    "backbone": method.backbone,
+                    "level": level,
+                    "policy": pol_key,
+                    "auroc": auc,
+                    "auroc_se": auroc_se(auc, n_pos, len(yte) - n_pos),
+                    "train_s": round(t_train, 1),
+                    "total_s": round(time.perf_counter() - t0, 1),
+                    **metrics,
+                }
+                save_results(json_path, results)
+                print(
+                    f"  {pol_key:7s} {method.name:22s} AUROC {auc:.3f} "
+                    f"({t_train:.0f} s train) {metrics}",
+                    flush=True,
+                )
+
+
+# ----------------------------------------------------------------------------- report
+def table(results: dict) -> str:
+    """Markdown table: rows = methods, columns = nuisance level (ratio) x policy."""
+    cfg, runs = results["config"], results["runs"]
+    levels = sorted(cfg["levels"])
+    head = "| method | family | " + " | ".join(
+        f"{lv:g} ({results['energy'].get(f'{lv:g}', {}).get('ratio', float('nan')):.0f}x) {p}"
+        for lv in levels
+        for p in ("al.", "α=0")
+    )
+    head += " | rel. change 0→max, al. | rel. change 0→max, α=0 |"
+    rows = [head, "|---|---|" + "---:|" * (2 * len(levels) + 2)]
+    names = [m.name for m in METHODS if m.name in cfg["methods"]]
+    family = {m.name: m.family for m in METHODS}
+    for name in names:
+        cells, ends = [], {}
+        for lv in levels:
+            for p in POLICIES:
+                r = runs.get(run_key(name, lv, p))
+                cells.append("—" if r is None else f"{r['auroc']:.3f}")
+        for p in POLICIES:
+            lo, hi = runs.get(run_key(name, levels[0], p)), runs.get(run_key(name, levels[-1], p))
+            ends[p] = (
+                "—"
+                if lo is None or hi is None
+                else f"{(hi['auroc'] - lo['auroc']) / lo['auroc']:+.0%}"
+            )
+        rows.append(
+            f"| {name} | {family[name]} | "
+            + " | ".join(cells)
+            + f" | {ends['aligned']} | {ends['alpha0']} |"
+        )
+    for fam, label in (
+        ("reconstruction", "reconstruction, CNN"),
+        ("joint_embedding", "joint_embedding"),
+    ):
+        members = [n for n in names if family[n] == fam and "MAE" not in n]
+        cells = []
+        for lv in levels:
+            for p in POLICIES:
+                vals = [runs[k]["auroc"] for n in members if (k := run_key(n, lv, p)) in runs]
+                cells.append(f"{np.mean(vals):.3f}" if len(vals) == len(members) else "—")
+        rows.append(f"| *mean {label}* | | " + " | ".join(cells) + " | | |")
+    return "\n".join(rows)
+
+
+def summary(results: dict) -> str:
+    """Factual sentences computed from the runs (family means, drops, alignment gaps)."""
+    runs, levels = results["runs"], sorted(results["config"]["levels"])
+    lo, hi = levels[0], levels[-1]
+    family = {m.name: m.family for m in METHODS}
+
+    def mean(names: list[str], level: float, pol: str) -> float:
+        vals = [runs[k]["auroc"] for n in names if (k := run_key(n, level, pol)) in runs]
+        return float(np.mean(vals)) if len(vals) == len(names) else float("nan")
+
+    groups = {
+        "reconstruction (CNN: DAE, MaskedReconstruction)": [
+            n for n, f in family.items() if f == "reconstruction" and "MAE" not in n
+        ],
+        "joint-embedding (VICReg, BYOL, SimCLR, LatentPrediction)": [
+            n for n, f in family.items() if f == "joint_embedding"
+        ],
+        "hybrid": ["Hybrid (MR+VICReg)"],
+        "random frozen": ["random frozen"],
+        "supervised": ["supervised"],
+    }
+    lines = []
+    for label, names in groups.items():
+        parts = []
+        for pol, tag in (("aligned", "aligned"), ("alpha0", "α=0")):
+            a, b = mean(names, lo, pol), mean(names, hi, pol)
+            parts.append(f"{tag} {a:.3f} → {b:.3f} ({(b - a) / a:+.0%})")
+        lines.append(f"- {label}: " + "; ".join(parts))
+    return (
+        f"Mean AUROC from nuisance {lo:g} to {hi:g} (summary computed from the table):\n\n"
+        + "\n".join(lines)
+    )
+
+
+def plot(results: dict, path: Path) -> None:
+    """AUROC vs measured nuisance/defect energy ratio; solid aligned, dashed alpha = 0."""
+    runs, levels = results["runs"], sorted(results["config"]["levels"])
+    ratios = {lv: results["energy"].get(f"{lv:g}", {}).get("ratio") for lv in levels}
+    palette = [*plt.get_cmap("tab10").colors, (0.0, 0.0, 0.0)]
+    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
+    names = [m.name for m in METHODS if m.name in results["config"]["methods"]]
+    for i, name in enumerate(names):
+        for p, style in (("aligned", "-"), ("alpha0", "--")):
+            pts = [
+                (ratios[lv], runs[k]["auroc"])
+                for lv in levels
+                if (k := run_key(name, lv, p)) in runs and ratios[lv] is not None
+            ]
+            if not pts or (name.startswith("random") and p == "alpha0"):
+                continue
+            x, y = zip(*pts, strict=True)
+            ax.plot(
+                x,
+                y,
+                style,
+                marker="o",
+                ms=4,
+                color=palette[i % len(palette)],
+                label=name if p == "aligned" else None,
+            )
+    ax.plot([], [], "k-", label="aligned policy (surface)")
+    ax.plot([], [], "k--", label="α = 0 (geometry only)")
+    ax.set(
+        xlabel="nuisance / defect energy ratio (measure_energy, per pixel)",
+        ylabel="linear-probe defect AUROC",
+        title="Synthetic factory data: AUROC vs nuisance strength",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_section(md: Path, body: str) -> None:
+    """Replace (or append) this benchmark's ``## `` section, leaving the others alone."""
+    text = md.read_text() if md.exists() else "# Benchmarks\n\nOne section per benchmark.\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("" if end < 0 else text[end:])
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text.rstrip("\n") + "\n")
+
+
+def section_text(results: dict, tab: str, cmd: str, img: Path, reading: str) -> str:
+    """The markdown section for docs/benchmarks.md."""
+    cfg, runs = results["config"], results["runs"]
+    total = sum(r.get("total_s", 0.0) for r in runs.values())
+    se = [r["auroc_se"] for r in runs.values() if "auroc_se" in r] or [float("nan")]
+    se_lo, se_hi = min(se), max(se)
+    energy = ", ".join(
+        f"{float(k):g} → {v['ratio']:.1f}x"
+        for k, v in sorted(results["energy"].items(), key=lambda kv: float(kv[0]))
+    )
+    return f"""{SECTION}
+
+Deep counterpart of the linear phase diagram, on the synthetic factory generator
+(`lit_ssl.data.generate_image`, {cfg["material"]} materials, {cfg["image_size"]} px RGB).
+Per nuisance strength: {cfg["n_pretrain"]} unlabelled pretraining images
+({cfg["defect_fraction"]:.0%} defective, labels hidden), a labelled probe-train split and a
+held-out probe-test split of {cfg["n_probe"]} images each (half good, half defective, all
+five defect types). Every method gets the same budget: {cfg["steps"]} AdamW steps (lr
+{cfg["lr"]:g}, weight decay 0.05, 10% warmup + cosine, `SSLModule` defaults), batch
+{cfg["batch_size"]}, same initialisation (seed {cfg["seed"]}), same policy, CPU. Backbone
+`{CNN}` (timm, 96-d pooled features) for all rows except MAE, which needs a ViT and uses
+`{VIT}` (64-d, patch 16, so a 2x2 patch grid at this size; mask ratio 0.5). Heads are the
+library's, with small widths for the tiny backbones: projectors {PROJ} wide
+(VICReg {PROJ}-d output, BYOL/SimCLR 128-d), masked heads with 8-px mask patches
+(ratio 0.6), DenoisingAutoencoder decoder 64 channels. "random frozen" is the same
+initialisation without training; "supervised" trains the same backbone with a linear BCE
+head on the labelled probe-train split (same steps, same policy), and is then probed
+like the others.
+
+Policies: **al.** = the `surface` preset (flips, rot90, small shift/scale, and the
+photometric nuisance transforms: illumination gradient, vignetting,
+brightness/contrast, gamma, sensor noise); **α=0** = the same preset with the
+photometric transforms removed (geometry only, saved as YAML and loaded with `policy()`),
+i.e. no augmentation re-samples the illumination/exposure nuisance. The random
+backbone does not depend on the policy (same number in both columns).
+
+Linear probe: frozen pooled features of the un-augmented images, standardised with the
+probe-train statistics, logistic regression (LBFGS, 300 iterations, L2 1e-3), AUROC of
+defect vs good on the probe-test split (torchmetrics `BinaryAUROC`). Hanley–McNeil
+standard error of a single AUROC here: {se_lo:.3f}–{se_hi:.3f}
+(one seed; differences below ~0.05 are within noise).
+
+Measured nuisance/defect energy ratio (`measure_energy`, {cfg["image_size"]} px,
+{cfg["material"]}, per pixel) per nuisance strength: {energy}. Column headers show
+strength (ratio). Last two columns: relative AUROC change from no nuisance to the
+strongest.
+
+{tab}
+
+![AUROC vs nuisance energy ratio]({img})
+
+{summary(results)}
+
+{reading}
+
+Command ({len(runs)} runs, {total / 60:.0f} min of training + probing on 2 shared CPU
+cores; raw per-run results with timings and final losses in `docs/deep_nuisance.json`):
+
+    {cmd}
+"""
+
+
+# Written after looking at the numbers of the default configuration (seed 0); the summary
+# above it is recomputed on every run, this reading is not.
+READING = """\
+**Reading against the paper.** The prediction (Van Assel et al. 2025, see DESIGN.md) is:
+joint-embedding nearly flat in nuisance when the policy re-samples it, reconstruction
+falling, both falling at α = 0. What this run measures:
+
+1. *Everything falls, by similar amounts; the family separation is not reproduced.* From no
+   nuisance to 45x energy the CNN reconstruction heads lose about 20%, the four
+   joint-embedding heads about 22% (aligned), the hybrid about 19%. Joint-embedding is not
+   flat. The untrained random backbone falls as much (-23%) and even the supervised one
+   falls (-16%), so most of the drop is in what a linear probe can read from these small
+   CNNs when the nuisance dominates the feature variance, not in what the SSL objectives
+   learned: at this budget the SSL heads are between about 0.02 below and 0.08 above their
+   untrained initialisation.
+2. *Alignment has the predicted sign for joint-embedding and the hybrid, weakly.* Without
+   nuisance the geometry-only policy is better (the photometric transforms then only
+   perturb the signal, the paper's theta term); with nuisance the order reverses: at 6x
+   the aligned policy is better for all four joint-embedding heads and the hybrid (by
+   0.015-0.04), at 45x for BYOL, SimCLR and the hybrid, and the joint-embedding mean drops
+   less aligned
+   than at α = 0 (VICReg and LatentPrediction show no gain at the top level). The gaps are
+   about one standard error of a single AUROC (one seed), so
+   this is a tendency, not a result. For reconstruction the aligned/α=0 difference has no
+   consistent sign (DenoisingAutoencoder better aligned, MaskedReconstruction better at
+   α = 0), in line with the paper's point that at high magnitude reconstruction needs far
+   more alignment than a policy provides.
+3. *MAE (test_vit) is near chance at every level*, at or below its own untrained ViT (the
+   `random frozen (test_vit)` row): a patch-16 ViT sees a 2x2 grid at 32 px. This row says
+   nothing about MAE in general.
+
+Plausible reasons for the gap to the paper: (a) budget: the paper trains ImageNet-scale
+models for hundreds of epochs; here a 0.4M-parameter CNN gets about 2 epochs (64 steps of
+32 images), so features stay close to their random initialisation; (b) the "aligned" policy
+re-samples only part of the nuisance, and a shrinking part as the strength grows: its
+photometric ranges are fixed (illumination ±0.25, brightness/contrast ±0.15, gamma
+0.85-1.15) while the generator's exposure reaches 2^±1.05, its gradients ±0.56, plus
+low-frequency offsets and ±15° pose, so the effective α falls with the nuisance, which the
+theory says hurts both families; (c) mixed materials add texture variation that no policy
+re-samples; (d) the probe is a 500-sample logistic regression on 96-d features, one seed.
+Next experiments: a policy whose photometric ranges scale with the nuisance strength, a
+longer run on a GPU, several seeds, and fine-tuned numbers (`DefectClassifier`, not run
+here)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="2 levels, few steps, small data")
+    p.add_argument("--levels", type=float, nargs="+", default=None)
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")
+    p.add_argument("--n-pretrain", type=int, default=None)
+    p.add_argument("--n-probe", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=None, help="subset of method names")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--img", type=Path, default=None)
+    p.add_argument("--md", type=Path, default=None)
+    p.add_argument("--report-only", action="store_true", help="rewrite table/plot from JSON")
+    return p.parse_args(argv)
+
+
+def canonical_command(cfg: dict, quick: bool) -> str:
+    """The command reproducing ``cfg`` (flags only where it differs from the mode's defaults)."""
+    defaults = parse_args(["--quick"] if quick else [])
+    flags = ["--quick"] if quick else []
+    default_levels = [0.0, 1.5] if quick else [0.0, 0.5, 1.0, 1.5]
+    if sorted(cfg["levels"]) != default_levels:
+        flags += ["--levels", *(f"{lv:g}" for lv in sorted(cfg["levels"]))]
+    for name, default in (
+        ("steps", 8 if quick else 64),
+        ("n_pretrain", 256 if quick else 1024),
+        ("n_probe", 200 if quick else 500),
+        ("batch_size", defaults.batch_size),
+        ("lr", defaults.lr),
+        ("seed", defaults.seed),
+    ):
+        if cfg[name] != default:
+            flags += [f"--{name.replace('_', '-')}", f"{cfg[name]:g}"]
+    return " ".join(["python benchmarks/deep_nuisance.py", *flags])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
+    quick = args.quick
+    out = Path(tempfile.gettempdir()) / "deep_nuisance_quick" if quick else ROOT / "docs"
+    json_path = args.json or out / "deep_nuisance.json"
+    img = args.img or out / "img" / "deep_nuisance.png"
+    md = args.md or (out / "benchmarks.md" if quick else ROOT / "docs" / "benchmarks.md")
+    cfg = Config(
+        levels=args.levels or ([0.0, 1.5] if quick else [0.0, 0.5, 1.0, 1.5]),
+        steps=args.steps or (8 if quick else 64),
+        n_pretrain=args.n_pretrain or (256 if quick else 1024),
+        n_probe=args.n_probe or (200 if quick else 500),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    methods = [m for m in METHODS if args.methods is None or m.name in args.methods]
+    cfg.methods = [m.name for m in methods]
+    results = load_results(json_path, cfg)
+    results["config"]["levels"] = sorted(set(results["config"]["levels"]) | set(cfg.levels))
+    results["config"]["methods"] = [
+        m.name for m in METHODS if m.name in set(results["config"]["methods"]) | set(cfg.methods)
+    ]
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_all(cfg, results, json_path, methods)
+    for level in results["config"]["levels"]:  # levels not reached yet (partial results)
+        if f"{level:g}" not in results["energy"]:
+            results["energy"][f"{level:g}"] = measure_energy(
+                level, n=128, image_size=IMAGE_SIZE, material=cfg.material, seed=cfg.seed
+            )
+    tab = table(results)
+    plot(results, img)
+    reading = READING if not quick else ""
+    cmd = canonical_command(results["config"], quick)
+    results["command"] = cmd
+    save_results(json_path, results)
+    try:
+        rel_img = img.relative_to(md.parent)
+    except ValueError:
+        rel_img = img
+    write_section(md, section_text(results, tab, cmd.strip(), rel_img, reading))
+    print(tab)
+    print(f"done in {time.perf_counter() - t0:.0f} s -> {json_path}, {img}, {md}")
+
+
+if __name__ == "__main__":
+    main()
