@@ -113,6 +113,9 @@ def to_onnx(
     return path
 
 
+_PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger models must keep external weights
+
+
 def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     import onnx
 
@@ -122,7 +125,12 @@ def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = json.dumps(value)
-    onnx.save(proto, str(path))
+    external = path.with_name(path.name + ".data")  # the dynamo exporter's weight file
+    if proto.ByteSize() < _PROTOBUF_LIMIT:
+        onnx.save(proto, str(path))  # one self-contained file to deploy
+        external.unlink(missing_ok=True)
+    else:
+        onnx.save(proto, str(path), save_as_external_data=True, location=external.name)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

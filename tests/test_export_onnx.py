@@ -61,3 +61,12 @@ def test_export_needs_an_image_size(tmp_path):
     clf = DefectClassifier("test_resnet")
     with pytest.raises(ValueError, match="image_size"):
         to_onnx(clf, tmp_path / "x.onnx")
+
+
+def test_export_is_one_self_contained_file(tmp_path):
+    from lit_ssl.classifier import DefectClassifier
+
+    classifier = DefectClassifier(backbone="test_resnet", classes=["good", "defect"])
+    path = classifier.to_onnx(tmp_path / "classifier.onnx", image_size=32)
+    assert [p.name for p in tmp_path.iterdir()] == ["classifier.onnx"]
+    assert path.stat().st_size > 100_000  # the weights are inside
