@@ -44,12 +44,12 @@ TEST_KEYS = {
 class QuickstartConfig:
     """Budget of the quickstart; ``fast()`` is the sub-minute smoke version."""
 
-    backbone: str = "resnet18"
+    backbone: str = "resnet10t"
     image_size: int = 64
     nuisance: float = 0.5
-    ssl_epochs: int = 40
-    finetune_epochs: int = 12
-    frozen_epochs: int = 4
+    ssl_epochs: int = 25
+    finetune_epochs: int = 10
+    frozen_epochs: int = 3
     label_fraction: float = 0.25
     batch_size: int = 64
     projector_dim: int = 1024

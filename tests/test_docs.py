@@ -54,7 +54,7 @@ def _smoke(args: list[str]) -> list[str]:
         text = (ROOT / recipe).read_text() if recipe else ""
         return [a.replace("recipes/", f"{ROOT}/recipes/", 1) for a in args] + smoke_overrides(text)
     extras = {
-                "synth": [
+        "synth": [
             "--image-size",
             "32",
             "--n-train",
