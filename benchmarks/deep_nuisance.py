@@ -656,7 +656,8 @@ falling, both falling at α = 0. What this run measures:
    nuisance the geometry-only policy is better (the photometric transforms then only
    perturb the signal, the paper's theta term); with nuisance the order reverses: at 6x
    the aligned policy is better for all four joint-embedding heads and the hybrid (by
-   0.015-0.04), at 45x for BYOL, SimCLR and the hybrid, and the joint-embedding mean drops
+   0.015-0.04), at 21x for VICReg, BYOL, SimCLR and the hybrid (LatentPrediction
+   equal), at 45x for BYOL, SimCLR and the hybrid, and the joint-embedding mean drops
    less aligned
    than at α = 0 (VICReg and LatentPrediction show no gain at the top level). The gaps are
    about one standard error of a single AUROC (one seed), so
