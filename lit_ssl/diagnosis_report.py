@@ -300,7 +300,7 @@ def decide(rep: DiagnosisReport) -> None:
         why = (
             f"little nuisance ({share:.0%} re-sampled)"
             if share < RC_SHARE
-            else f"both solutions keep nearly the same nuisance (gap {gap:.2f} < {RC_GAP})"
+            else f"both solutions keep nearly the same nuisance (gap {gap:.3f} < {RC_GAP})"
         )
         reasons.append(
             f"{why}: joint-embedding gains nothing here, and reconstruction does not depend "
