@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import lightning as L  # noqa: E402
 import loader_throughput  # noqa: E402
-from speed import CycleBatches, machine_note, write_section  # noqa: E402
+from docs_section import write_section  # noqa: E402
+from speed import CycleBatches, machine_note  # noqa: E402
 
 from lit_ssl import SSLModule  # noqa: E402
 from lit_ssl.data import FactoryDataModule  # noqa: E402

@@ -54,6 +54,8 @@ from torchmetrics.classification import BinaryAUROC  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docs_section import write_section  # noqa: E402
+
 from lit_ssl.augment import MultiView, policy, save_policy  # noqa: E402
 from lit_ssl.augment.transforms import (  # noqa: E402
     IlluminationGradient,
@@ -694,19 +696,6 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_section(md: Path, body: str) -> None:
-    """Replace (or append) this benchmark's ``## `` section, leaving the others alone."""
-    text = md.read_text() if md.exists() else "# Benchmarks\n\nOne section per benchmark.\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end < 0 else text[end:])
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text.rstrip("\n") + "\n")
-
-
 def section_text(results: dict, tab: str, cmd: str, img: Path, reading: str) -> str:
     """The markdown section for docs/benchmarks.md."""
     cfg, runs = results["config"], results["runs"]
@@ -944,7 +933,7 @@ def main(argv: list[str] | None = None) -> None:
         rel_img = img.relative_to(md.parent)
     except ValueError:
         rel_img = img
-    write_section(md, section_text(results, tab, cmd.strip(), rel_img, reading))
+    write_section(md, section_text(results, tab, cmd.strip(), rel_img, reading), SECTION)
     print(tab)
     print(f"done in {time.perf_counter() - t0:.0f} s -> {json_path}, {img}, {md}")
 

@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docs_section import write_section  # noqa: E402
+
 from lit_ssl.linear_model import LinearModel, moments_from_views  # noqa: E402
 from lit_ssl.theory import (  # noqa: E402
     crossover_variance,
@@ -135,19 +137,6 @@ def table(seed: int, samples: int) -> str:
     return "\n".join(rows)
 
 
-def write_section(md: Path, body: str) -> None:
-    """Replace (or append) this benchmark's ``## `` section, leaving the others alone."""
-    text = md.read_text() if md.exists() else "# Benchmarks\n\nOne section per benchmark.\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end < 0 else text[end:])
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text.rstrip("\n") + "\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--grid", type=int, default=80, help="grid points per axis")
@@ -172,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(tab)
     print(f"done in {elapsed:.1f} s -> {args.img}, {args.md}")
-    write_section(args.md, section_text(tab, cmd.strip(), elapsed, args))
+    write_section(args.md, section_text(tab, cmd.strip(), elapsed, args), SECTION)
 
 
 def je_saturation() -> float:

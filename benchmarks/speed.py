@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lightning as L  # noqa: E402
+from docs_section import write_section  # noqa: E402
 
 from lit_ssl import SSLModule  # noqa: E402
 from lit_ssl.backbone import Backbone  # noqa: E402
@@ -559,19 +560,6 @@ def plot(results: list[Result], cfg: Config, path: Path) -> None:
     plt.close(fig)
 
 
-def write_section(md: Path, body: str, section: str = SECTION) -> None:
-    """Replace (or append) one ``## `` section of ``md``, leaving the others alone."""
-    text = md.read_text() if md.exists() else "# Benchmarks\n\nOne section per benchmark.\n"
-    start = text.find(section)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(section))
-        text = text[:start] + body + ("" if end < 0 else text[end:])
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text.rstrip("\n") + "\n")
-
-
 def machine_note() -> str:
     """CPU, cores, load and versions, for the record."""
     cpu = platform.processor() or platform.machine()
@@ -735,7 +723,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     plot(results, cfg, args.img)
     cmd = "python benchmarks/speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    write_section(args.md, section_text(tab, cfg, args, cmd.strip(), elapsed))
+    write_section(args.md, section_text(tab, cfg, args, cmd.strip(), elapsed), SECTION)
     print(f"wrote {args.img} and the '{SECTION}' section of {args.md}")
 
 
