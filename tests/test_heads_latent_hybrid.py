@@ -8,6 +8,7 @@ from collections.abc import Callable
 import lightning as L
 import pytest
 import torch
+from _head_data import BATCH, SIZE, gratings, make_views
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ssl.backbone import Backbone
@@ -25,32 +26,7 @@ from lit_ssl.heads import (
 from lit_ssl.heads.base import describe_head, head_from_description
 from lit_ssl.module import SSLModule
 
-SIZE = 32
-BATCH = 8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster and fair to other test runs on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def gratings(batch: int, chans: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
-    """Oriented sine gratings (a texture-like fixed batch) in [0.1, 0.9]."""
-    g = torch.Generator().manual_seed(seed)
-    theta = torch.rand(batch, 1, 1, 1, generator=g) * math.pi
-    freq = 1.0 / (6 + 10 * torch.rand(batch, 1, 1, 1, generator=g))
-    phase = torch.rand(batch, chans, 1, 1, generator=g) * 2 * math.pi
-    ys, xs = torch.meshgrid(torch.arange(size * 1.0), torch.arange(size * 1.0), indexing="ij")
-    return 0.5 + 0.4 * torch.sin(2 * math.pi * freq * (xs * theta.cos() + ys * theta.sin()) + phase)
-
-
-def make_views(head: SSLHead, x: torch.Tensor) -> list[torch.Tensor]:
-    views = [(x * (0.8 + 0.1 * i) + 0.05 * i).clamp(0, 1) for i in range(head.num_views)]
-    return views + ([x] if head.clean_view else [])
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 
 def build(name: str, head: SSLHead, chans: int) -> Backbone:
