@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
@@ -78,7 +79,9 @@ class OnlineProbe(L.Callback):
     but 11% kNN. Compare reconstruction heads by the linear probe or by fine-tuning.
 
     Args:
-        num_classes: number of classes; ``None``: ``len(trainer.datamodule.class_names)``.
+        num_classes: number of classes; ``None``: ``len(trainer.datamodule.class_names)``,
+            and when the data has no labels (or one class) the probe says so once and stays
+            off (``active`` is ``False``).
         every_n_epochs: log probe metrics and run the kNN evaluation every n epochs.
         knn_k: kNN neighbours.
         knn_temperature: kNN vote temperature.
@@ -118,12 +121,16 @@ class OnlineProbe(L.Callback):
         self._val_features: list[Tensor] = []
         self._val_labels: list[Tensor] = []
         self._counts: dict[str, Tensor] = {}
+        self.active = True
 
     # ------------------------------------------------------------------ setup / state
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.probe is not None:
+        if self.probe is not None or not self.active:
             return
         num_classes = self.num_classes or _num_classes_from(trainer)
+        if num_classes is None:
+            self._switch_off(trainer)
+            return
         self.num_classes = num_classes
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -141,6 +148,17 @@ class OnlineProbe(L.Callback):
         if self._pending_state is not None:
             self._load(self._pending_state)
 
+    def _switch_off(self, trainer: L.Trainer) -> None:
+        """No labels (or one class): nothing to probe; say so once and do nothing after."""
+        self.active = False
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
+        kept = " (its saved state is not used)" if self._pending_state else ""
+        rank_zero_info(
+            f"OnlineProbe: the data has {len(names or [])} labelled classes, so there is nothing "
+            f"to probe; the probe is off for this run{kept}. Give labels (class folders, an "
+            "MVTec tree, a CSV label column) or OnlineProbe(num_classes=...) to turn it on."
+        )
+
     @staticmethod
     def _new_metrics(num_classes: int) -> dict[str, nn.Module]:
         return {
@@ -149,9 +167,13 @@ class OnlineProbe(L.Callback):
         }
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         self._to(pl_module.device)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         self._to(pl_module.device)
 
     def _to(self, device: torch.device) -> None:
@@ -227,6 +249,8 @@ class OnlineProbe(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if not self.active:
+            return
         features = self._features(pl_module, outputs, batch)
         labels = self._labels(outputs, batch).long()
         weight = (labels >= 0).float()
@@ -240,6 +264,8 @@ class OnlineProbe(L.Callback):
         self._update_metrics("train", logits, labels)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         if self._due(trainer):
             self._log_split(pl_module, "train")
         self._reset("train")
@@ -254,7 +280,7 @@ class OnlineProbe(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or not self._due(trainer):
+        if trainer.sanity_checking or not self.active or not self._due(trainer):
             return
         features = self._features(pl_module, outputs, batch)
         labels = self._labels(outputs, batch).long()
@@ -264,7 +290,7 @@ class OnlineProbe(L.Callback):
         self._val_labels.append(labels)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._due(trainer):
+        if trainer.sanity_checking or not self.active or not self._due(trainer):
             return
         self._log_split(pl_module, "val")
         self._reset("val")
@@ -310,14 +336,11 @@ class OnlineProbe(L.Callback):
         self._counts.pop(split, None)
 
 
-def _num_classes_from(trainer: L.Trainer) -> int:
+def _num_classes_from(trainer: L.Trainer) -> int | None:
+    """``len(datamodule.class_names)``; ``None`` when the data has fewer than 2 classes."""
     datamodule = getattr(trainer, "datamodule", None)
     names = getattr(datamodule, "class_names", None)
-    if names:
-        return len(names)
-    raise ValueError(
-        "OnlineProbe(num_classes=None) needs trainer.datamodule.class_names; pass num_classes."
-    )
+    return len(names) if names is not None and len(names) >= 2 else None
 
 
 def _gather(pl_module: L.LightningModule, tensor: Tensor) -> Tensor:
