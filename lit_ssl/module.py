@@ -17,9 +17,11 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_ssl.backbone import Backbone
+from lit_ssl.distributed import world_size
 from lit_ssl.heads.base import (
     HeadOutput,
     Reconstructions,
@@ -154,15 +156,43 @@ class SSLModule(L.LightningModule):
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
         views, labels = self._split_batch(batch)
+        if self._too_small(labels):
+            raise ValueError(
+                f"{type(self.head).__name__} needs training batches of at least "
+                f"{self.head.min_batch_size} samples (over all ranks), got {labels.shape[0]}. "
+                "Use batch_size >= 2 and drop the last incomplete batch (drop_last=True)."
+            )
         output = self.head(self.backbone, self._check_views(views))
         self._log_output("train", output, batch_size=labels.shape[0])
         return {"loss": output.loss, "head_output": output, "labels": labels}
 
     def validation_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
         views, labels = self._split_batch(batch)
-        output = self.head(self.backbone, self._check_views(views))
+        views = self._check_views(views)
+        if self._too_small(labels):  # e.g. a last batch of one image: no loss, probes still run
+            self._say_small_batch_skipped(labels.shape[0])
+            return {"loss": None, "head_output": None, "labels": labels}
+        output = self.head(self.backbone, views)
         self._log_output("val", output, batch_size=labels.shape[0])
         return {"loss": output.loss, "head_output": output, "labels": labels}
+
+    def _too_small(self, labels: Tensor) -> bool:
+        """Whether the global batch is below the head's ``min_batch_size`` (shapes only).
+
+        Every DDP rank sees the same per-rank batch size (the samplers pad or drop), so all
+        ranks take the same branch and no collective is left waiting.
+        """
+        return labels.shape[0] * world_size() < self.head.min_batch_size
+
+    def _say_small_batch_skipped(self, size: int) -> None:
+        if getattr(self, "_small_batch_said", False):
+            return
+        self._small_batch_said = True
+        rank_zero_warn(
+            f"A validation batch of {size} sample(s) is left out of val/loss: "
+            f"{type(self.head).__name__}'s loss needs {self.head.min_batch_size} (batch "
+            "statistics); the probes still see it."
+        )
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Pooled embeddings of the first view (or of a plain image batch)."""

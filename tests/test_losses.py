@@ -254,3 +254,84 @@ def test_gram_shortcut_matches_reference_for_narrow_and_wide_batches(n, d):
         assert torch.allclose(value.double(), expected, rtol=1e-5)
         assert torch.allclose(a1.grad.double(), grads[0], rtol=1e-4, atol=1e-7)
         assert torch.allclose(a2.grad.double(), grads[1], rtol=1e-4, atol=1e-7)
+
+
+# ----------------------------------------------------------------- batches of one in SSLModule
+
+
+def _statistic_heads():
+    from lit_ssl.heads import BarlowTwins, Hybrid, MaskedReconstruction, SimCLR, VICReg
+
+    return {
+        "vicreg": lambda: VICReg(hidden_dim=16, out_dim=16),
+        "barlow_twins": lambda: BarlowTwins(hidden_dim=16, out_dim=16),
+        "simclr": lambda: SimCLR(hidden_dim=16, out_dim=16),
+        "hybrid": lambda: Hybrid(
+            MaskedReconstruction(mask_patch_size=8), VICReg(hidden_dim=16, out_dim=16)
+        ),
+    }
+
+
+def _views(n: int, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, 3, 32, 32, generator=gen) for _ in range(2)]
+
+
+def _module(name: str):
+    from lit_ssl import SSLModule
+
+    torch.manual_seed(0)
+    return SSLModule("test_resnet", head=_statistic_heads()[name]())
+
+
+def _trainer(tmp_path):
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+
+
+def _loader(n: int, batch_size: int):
+    """``n`` samples ``([view1, view2], -1)`` in batches of ``batch_size`` (last one smaller)."""
+    from torch.utils.data import DataLoader
+
+    views = _views(n)
+    samples = [([views[0][i], views[1][i]], -1) for i in range(n)]
+    return DataLoader(samples, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("name", sorted(_statistic_heads()))
+def test_validation_batch_of_one_is_left_out_of_the_loss(tmp_path, name, single_thread):
+    module = _module(name)
+    assert module.head.min_batch_size == 2
+    batches = list(_loader(5, 4))  # 5 images at batch 4: the last batch holds one
+    assert [len(labels) for _, labels in batches] == [4, 1]
+    with pytest.warns(UserWarning, match="batch of 1 sample.*left out of val/loss"):
+        (metrics,) = _trainer(tmp_path).validate(module, _loader(5, 4), verbose=False)
+    module.eval()
+    with torch.no_grad():
+        expected = module.head(module.backbone, batches[0][0]).loss
+    assert math.isfinite(metrics["val/loss"])
+    assert metrics["val/loss"] == pytest.approx(float(expected), rel=1e-4)  # batch 0 only
+    out = module.validation_step(batches[1], 1)
+    assert out["loss"] is None and out["head_output"] is None and out["labels"].shape == (1,)
+
+
+@pytest.mark.parametrize("name", ["vicreg", "barlow_twins"])
+def test_training_batch_of_one_fails_clearly(tmp_path, name, single_thread):
+    with pytest.raises(ValueError, match="at least 2 samples.*drop_last"):
+        _trainer(tmp_path).fit(_module(name), _loader(1, 1))
+
+
+def test_heads_without_batch_statistics_take_a_batch_of_one():
+    from lit_ssl.heads import BYOL, Hybrid, LatentPrediction, MaskedReconstruction
+
+    assert BYOL().min_batch_size == 1 and MaskedReconstruction().min_batch_size == 1
+    assert Hybrid(MaskedReconstruction(), LatentPrediction()).min_batch_size == 1

@@ -113,6 +113,49 @@ def test_knn_predict_leave_one_out_and_bank():
         knn_predict(features[:1], labels[:1], 2)
 
 
-def test_num_classes_required_without_datamodule(tmp_path):
-    with pytest.raises(ValueError, match="num_classes"):
-        _fit(tmp_path, [OnlineProbe()], val=False)
+class _UnlabelledData(L.LightningDataModule):
+    """A data module of an unlabelled folder: no class names, every label -1."""
+
+    class_names: list[str] = []
+
+    def train_dataloader(self):
+        return loader(SSLDataset(64, seed=0, labelled_fraction=0.0), shuffle=True)
+
+    def val_dataloader(self):
+        return loader(SSLDataset(40, seed=1, labelled_fraction=0.0))
+
+
+def _said(monkeypatch) -> list[str]:
+    messages: list[str] = []
+    monkeypatch.setattr("lit_ssl.callbacks.probe.rank_zero_info", messages.append)
+    return messages
+
+
+def test_probe_is_off_and_says_so_once_without_labels(tmp_path, monkeypatch):
+    said = _said(monkeypatch)
+    probe = OnlineProbe()
+    trainer = L.Trainer(max_steps=4, callbacks=[probe], **trainer_kwargs(tmp_path))
+    trainer.fit(_ssl(), datamodule=_UnlabelledData())  # 2 epochs with validation
+    trainer.validate(trainer.lightning_module, datamodule=_UnlabelledData())
+    assert trainer.global_step == 4
+    assert not probe.active and probe.probe is None
+    assert len(said) == 1 and "0 labelled classes" in said[0], said
+    assert not [key for key in trainer.callback_metrics if key.startswith("probe/")]
+    assert probe.state_dict() == {}
+
+
+def test_probe_is_off_without_num_classes_or_datamodule(tmp_path, monkeypatch):
+    said = _said(monkeypatch)
+    probe = OnlineProbe()
+    _, trainer = _fit(tmp_path, [probe], val=False)
+    assert trainer.global_step == 2 and not probe.active
+    assert len(said) == 1 and "num_classes" in said[0], said
+
+
+def test_probe_with_num_classes_stays_on_without_class_names(tmp_path, monkeypatch):
+    said = _said(monkeypatch)
+    probe = OnlineProbe(num_classes=2)
+    L.Trainer(max_steps=2, callbacks=[probe], **trainer_kwargs(tmp_path)).fit(
+        _ssl(), datamodule=_UnlabelledData()
+    )
+    assert probe.active and probe.probe is not None and not said

@@ -152,11 +152,14 @@ class OnlineProbe(L.Callback):
         """No labels (or one class): nothing to probe; say so once and do nothing after."""
         self.active = False
         names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
+        if names is None:
+            why = "no num_classes and no trainer.datamodule.class_names"
+        else:
+            why = f"the data has {len(names)} labelled classes, so there is nothing to probe"
         kept = " (its saved state is not used)" if self._pending_state else ""
         rank_zero_info(
-            f"OnlineProbe: the data has {len(names or [])} labelled classes, so there is nothing "
-            f"to probe; the probe is off for this run{kept}. Give labels (class folders, an "
-            "MVTec tree, a CSV label column) or OnlineProbe(num_classes=...) to turn it on."
+            f"OnlineProbe: {why}; the probe is off for this run{kept}. Give labels (class "
+            "folders, an MVTec tree, a CSV label column) or OnlineProbe(num_classes=...)."
         )
 
     @staticmethod

@@ -57,6 +57,10 @@ class SSLHead(nn.Module):
         num_views: how many augmented views the data must provide.
         clean_view: whether the data must append the un-augmented (resize-only) image as
             one extra last view (denoising targets).
+        min_batch_size: the fewest samples (over all DDP ranks) the loss is defined on:
+            2 for losses built on batch statistics or negatives (VICReg, Barlow Twins,
+            SimCLR). ``SSLModule`` leaves smaller validation batches out of the loss and
+            refuses smaller training batches.
 
     The constructor arguments are recorded (``init_args``) so a checkpoint or a YAML
     recipe can rebuild the head without code.
@@ -65,6 +69,7 @@ class SSLHead(nn.Module):
     family: ClassVar[Family]
     num_views: int = 2
     clean_view: bool = False
+    min_batch_size: int = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

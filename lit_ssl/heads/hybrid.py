@@ -80,6 +80,7 @@ class Hybrid(SSLHead):
         self.weights = weights
         self.num_views = max(reconstruction.num_views, joint_embedding.num_views)
         self.clean_view = reconstruction.clean_view or joint_embedding.clean_view
+        self.min_batch_size = max(reconstruction.min_batch_size, joint_embedding.min_batch_size)
 
     def check_backbone(self, backbone: Backbone) -> None:
         self.reconstruction.check_backbone(backbone)

@@ -59,6 +59,8 @@ class SimCLR(_TwoViewProjectionHead):
         temperature: NT-Xent temperature.
     """
 
+    min_batch_size = 2  # batch statistics / negatives
+
     def __init__(
         self,
         hidden_dim: int = 2048,
@@ -85,6 +87,8 @@ class VICReg(_TwoViewProjectionHead):
         var_weight: variance weight (mu).
         cov_weight: covariance weight (nu).
     """
+
+    min_batch_size = 2  # batch statistics / negatives
 
     def __init__(
         self,
@@ -114,6 +118,8 @@ class BarlowTwins(_TwoViewProjectionHead):
         num_layers: projector depth.
         lambd: weight of the off-diagonal (redundancy reduction) term.
     """
+
+    min_batch_size = 2  # batch statistics / negatives
 
     def __init__(
         self,
