@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_ssl.callbacks.run_folder import run_dir
@@ -38,8 +38,9 @@ def _log_figure(trainer: L.Trainer, tag: str, path: Path, step: int) -> None:
 class ReconstructionGrid(Callback):
     """Save input / masked input / reconstruction grids for reconstruction heads.
 
-    Uses the first training batch of each logged epoch and ``SSLModule.reconstructions``;
-    heads that reconstruct nothing (joint-embedding) are skipped silently by design.
+    Uses the first training batch of each logged epoch and ``SSLModule.reconstructions``
+    (run on every DDP rank, saved by rank 0); heads that reconstruct nothing
+    (joint-embedding) are skipped silently by design.
     Figures land in ``<run folder>/figures/reconstructions_epoch<N>.png``.
 
     Args:
@@ -60,10 +61,12 @@ class ReconstructionGrid(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if self._views is None or (epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+        if self._views is None or (epoch + 1) % self.every_n_epochs:
             return
+        # Every rank runs the head (a hybrid's joint-embedding loss gathers across ranks);
+        # rank 0 alone saves.
         result = pl_module.reconstructions(self._views)
-        if result is None:
+        if result is None or not trainer.is_global_zero:
             return
         path = save_image_grid(
             [result.input, result.masked_input, result.reconstruction],
@@ -131,9 +134,10 @@ class CollapseMonitor(Callback):
     """Warn when embeddings collapse.
 
     Collects the head's projector embeddings of each training epoch (on the device, no
-    host syncs per step) and at epoch end logs ``collapse/std_ratio`` (per-dimension std of
-    L2-normalised embeddings times sqrt(D): about 1 when healthy, 0 when collapsed) and
-    ``collapse/effective_rank``; warns when either is below its threshold.
+    host syncs per step), gathers them over DDP ranks at epoch end and logs
+    ``collapse/std_ratio`` (per-dimension std of L2-normalised embeddings times sqrt(D):
+    about 1 when healthy, 0 when collapsed) and ``collapse/effective_rank``; warns when
+    either is below its threshold.
 
     Args:
         min_std_ratio: warn below this std ratio.
@@ -172,15 +176,18 @@ class CollapseMonitor(Callback):
         if self._count < 2:
             return
         embeddings = torch.cat(self._kept)
+        if trainer.world_size > 1:  # every rank holds as many (same-size batches): one gather
+            embeddings = pl_module.all_gather(embeddings).flatten(0, 1)
         std_ratio = (
             F.normalize(embeddings.float(), dim=1).std(dim=0).mean() * embeddings.shape[1] ** 0.5
         )
         rank = effective_rank(embeddings)
-        pl_module.log("collapse/std_ratio", std_ratio)
-        pl_module.log("collapse/effective_rank", rank)
+        # Same values on every rank (gathered); sync_dist averages equal numbers.
+        pl_module.log("collapse/std_ratio", std_ratio, sync_dist=True)
+        pl_module.log("collapse/effective_rank", rank, sync_dist=True)
         self.last = {"std_ratio": float(std_ratio), "effective_rank": float(rank)}
         if self.last["std_ratio"] < self.min_std_ratio or rank < self.min_effective_rank:
-            warnings.warn(
+            rank_zero_warn(
                 f"Embedding collapse suspected at epoch {trainer.current_epoch}: std ratio "
                 f"{self.last['std_ratio']:.3f} (healthy ~1, threshold {self.min_std_ratio}), "
                 f"effective rank {self.last['effective_rank']:.2f} (threshold "
@@ -214,20 +221,22 @@ class FiniteLossGuard(Callback):
         batch_idx: int,
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        bad = ~torch.isfinite(loss.detach())
-        self._bad = bad if self._bad is None else self._bad | bad
-        if (batch_idx + 1) % self.check_every_n_steps == 0:
+        if loss is not None:
+            bad = ~torch.isfinite(loss.detach())
+            self._bad = bad if self._bad is None else self._bad | bad
+        if (batch_idx + 1) % self.check_every_n_steps == 0:  # same batches on every rank
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
 
     def _check(self, trainer: L.Trainer) -> None:
-        if self._bad is None:
-            return
-        bad, self._bad = bool(self._bad), None
+        """Read the flag; under DDP every rank reaches here together and all stop if one saw
+        a non-finite loss (one all-reduce per window), so no rank is left waiting."""
+        bad = self._bad is not None and bool(self._bad)
+        self._bad = None
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
         checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 __all__ = ["RUNS_DIR", "ExportOnFitEnd", "run_dir"]
 
@@ -13,9 +14,23 @@ RUNS_DIR = "runs"
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run folder: the logger's version folder, else ``trainer.default_root_dir``."""
-    path = Path(trainer.log_dir or trainer.default_root_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    """The run folder: the first logger's version folder, else ``trainer.default_root_dir``.
+
+    Same folder as ``trainer.log_dir`` on rank 0, but read from this process's own logger
+    without a collective: ``trainer.log_dir`` broadcasts from rank 0, so rank-0-only code
+    calling it hangs or dies under DDP. Other ranks' loggers may not know rank 0's version
+    number: write files from rank 0 only (only rank 0 creates the folder here).
+    """
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None:
+        folder = None
+    elif isinstance(logger, CSVLogger | TensorBoardLogger):
+        folder = logger.log_dir
+    else:
+        folder = logger.save_dir
+    path = Path(folder or trainer.default_root_dir)
+    if trainer.is_global_zero:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
