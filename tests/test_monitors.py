@@ -72,6 +72,30 @@ def test_embedding_plot_at_end_of_fit(tmp_path, single_thread):
     assert (tmp_path / "figures" / "embeddings_pca.png").stat().st_size > 1000
 
 
+class _UnlabelledFolder(L.LightningDataModule):
+    """What FactoryDataModule gives for a plain folder: no class names, labels -1."""
+
+    class_names: list[str] = []
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TwoViews(labelled=False), batch_size=8)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TwoViews(labelled=False), batch_size=8)
+
+
+def test_embedding_plot_and_probe_on_unlabelled_data(tmp_path, single_thread, monkeypatch):
+    from lit_ssl.callbacks import OnlineProbe
+
+    said: list[str] = []
+    monkeypatch.setattr("lit_ssl.callbacks.probe.rank_zero_info", said.append)
+    module = SSLModule("test_resnet", VICReg(hidden_dim=32, out_dim=32))
+    plot, probe = EmbeddingPlot(max_samples=16), OnlineProbe()
+    _trainer(tmp_path, [plot, probe]).fit(module, datamodule=_UnlabelledFolder())
+    assert (tmp_path / "figures" / "embeddings_pca.png").stat().st_size > 1000
+    assert not probe.active and len(said) == 1
+
+
 class Collapsed(SSLHead):
     """A head whose embeddings are all the same vector: the collapse a monitor must catch."""
 
