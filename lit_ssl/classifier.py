@@ -499,8 +499,13 @@ class DefectClassifier(L.LightningModule):
         for name, value in values.items():
             self.log(f"{stage}/{name}", value)
         if figures is not None:
-            directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
-            rank_zero_only(metrics.save_figures)(figures, directory, stage)
+            rank_zero_only(self._save_figures)(metrics, figures, stage)
+
+    def _save_figures(self, metrics: Any, figures: Any, stage: str) -> None:
+        # run_dir reads the logger's folder locally: trainer.log_dir is a collective
+        from lit_ssl.callbacks.run_folder import run_dir
+
+        metrics.save_figures(figures, run_dir(self.trainer) / "figures", stage)
 
     def _want_figures(self) -> bool:
         return bool(self.hparams.save_figures) and not self.trainer.sanity_checking
