@@ -1,4 +1,4 @@
-"""The user's split is kept: VisA split_csv, MVTec train/test, a CSV split column; resplit opt-in."""
+"""The user's split is kept: VisA split_csv, MVTec train/test, CSV split column; resplit opt-in."""
 
 from __future__ import annotations
 
