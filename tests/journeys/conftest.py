@@ -52,6 +52,7 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+    cwd: Path | None = None
 
     @property
     def output(self) -> str:
@@ -88,8 +89,8 @@ def run(args: Sequence[str], cwd: Path, timeout: float = TIMEOUT_S) -> Result:
     except subprocess.TimeoutExpired as error:
         out = error.stdout.decode() if isinstance(error.stdout, bytes) else error.stdout or ""
         err = error.stderr.decode() if isinstance(error.stderr, bytes) else error.stderr or ""
-        return Result(list(args), -9, out, err + f"\n[timed out after {timeout:.0f} s]")
-    return Result(list(args), done.returncode, done.stdout, done.stderr)
+        return Result(list(args), -9, out, err + f"\n[timed out after {timeout:.0f} s]", cwd)
+    return Result(list(args), done.returncode, done.stdout, done.stderr, cwd)
 
 
 def lit_ssl(*args: str | Path, cwd: Path, rc: int = 0, timeout: float = TIMEOUT_S) -> Result:
@@ -99,10 +100,25 @@ def lit_ssl(*args: str | Path, cwd: Path, rc: int = 0, timeout: float = TIMEOUT_
     return result
 
 
-def run_many(commands: Sequence[Sequence[str]], cwd: Path, workers: int = 2) -> list[Result]:
-    """Run independent commands two at a time (start-up is mostly one core's import time)."""
+def run_many(
+    commands: Sequence[Sequence[str | Path]],
+    cwd: Path | None = None,
+    cwds: Sequence[Path] | None = None,
+    workers: int = 2,
+) -> list[Result]:
+    """Run independent commands two at a time (start-up is mostly one core's import time).
+
+    Args:
+        commands: ``lit-ssl`` arguments of each command.
+        cwd: One folder for all of them, or
+        cwds: one folder per command.
+        workers: How many run at once.
+    """
+    folders = list(cwds) if cwds is not None else [cwd] * len(commands)
+    assert len(folders) == len(commands) and all(folders), "give cwd or one cwd per command"
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda args: run([str(a) for a in args], cwd), commands))
+        jobs = [pool.submit(run, [str(a) for a in c], f) for c, f in zip(commands, folders)]
+        return [job.result() for job in jobs]
 
 
 @pytest.fixture(scope="session")
