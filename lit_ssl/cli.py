@@ -134,7 +134,7 @@ def _stopped(stop: SystemExit) -> int:
     if type(stop).__name__ != "SIGTERMException":
         raise stop
     print(
-        "lit-ssl: stopped by SIGTERM; last.ckpt was saved: add --ckpt_path last to resume.",
+        "lit-ssl: stopped by SIGTERM; to continue, run the same command with --ckpt_path last",
         file=sys.stderr,
     )
     return 143
