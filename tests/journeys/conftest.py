@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,23 +104,36 @@ def run_many(
     commands: Sequence[Sequence[str | Path]],
     cwd: Path | None = None,
     cwds: Sequence[Path] | None = None,
-    workers: int = 2,
-) -> list[Result]:
-    """Run independent commands two at a time (start-up is mostly one core's import time).
+    pool: Executor | None = None,
+) -> list[Future[Result]]:
+    """Start independent commands on ``pool`` (two at a time: start-up is one core's imports).
 
     Args:
         commands: ``lit-ssl`` arguments of each command.
         cwd: One folder for all of them, or
         cwds: one folder per command.
-        workers: How many run at once.
+        pool: The session's pool (``journey_pool``); a private 2-worker pool when None.
+
+    Returns:
+        One future per command; ``.result()`` waits for it.
     """
     folders = list(cwds) if cwds is not None else [cwd] * len(commands)
     assert len(folders) == len(commands) and all(folders), "give cwd or one cwd per command"
-    with ThreadPoolExecutor(workers) as pool:
-        jobs = [
-            pool.submit(run, [str(a) for a in c], f) for c, f in zip(commands, folders, strict=True)
-        ]
-        return [job.result() for job in jobs]
+    executor = pool or ThreadPoolExecutor(2)
+    jobs = [
+        executor.submit(run, [str(a) for a in c], f) for c, f in zip(commands, folders, strict=True)
+    ]
+    if pool is None:
+        executor.shutdown(wait=False)
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def journey_pool():
+    """Two commands at a time in the background while a journey's serial chain runs in front."""
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)  # after -x: queued commands never start
 
 
 @pytest.fixture(scope="session")
@@ -213,3 +226,39 @@ def classifier_ckpt(project, readme_runs) -> Path:
     """The fine-tuned classifier of the README journey (fails if that journey failed)."""
     assert readme_runs[2].returncode == 0, readme_runs[2].describe()
     return project / "runs" / "finetune" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+SSL_RECIPES = sorted(p.stem for p in RECIPES.glob("*.yaml") if "lit_ssl.SSLModule" in p.read_text())
+SHARED = {"vicreg": "README journey", "ddp": "DDP journey"}  # pretrained by those journeys
+
+
+def recipe_text(recipe: str) -> str:
+    return (RECIPES / f"{recipe}.yaml").read_text()
+
+
+@pytest.fixture(scope="session")
+def pretrain_project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("pretrain_project"))
+
+
+@pytest.fixture(scope="session")
+def pretrained(pretrain_project, unlabeled, mvtec, journey_pool) -> dict[str, Future[Result]]:
+    """``lit-ssl fit --config recipes/<recipe>.yaml --data.root DIR`` for every SSL recipe but
+    the shared ones, in one project folder, started in the background."""
+    recipes = [r for r in SSL_RECIPES if r not in SHARED]
+    commands = []
+    for recipe in recipes:
+        text = recipe_text(recipe)
+        root = mvtec.root if "layout: mvtec" in text else unlabeled.root
+        commands.append(["fit", "--config", f"recipes/{recipe}.yaml", "--data.root", root])
+        commands[-1] += small(text)
+    jobs = run_many(commands, pretrain_project, pool=journey_pool)
+    return dict(zip(recipes, jobs, strict=True))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pretrain_early(request):
+    """Start the recipe pretrainings first when their journey is collected (they overlap the
+    README chain instead of running after it)."""
+    if any(item.path.name == "test_journey_pretrain.py" for item in request.session.items):
+        request.getfixturevalue("pretrained")

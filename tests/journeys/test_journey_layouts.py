@@ -15,7 +15,7 @@ BACKBONE = "runs/vicreg/version_0/backbone.safetensors"
 
 
 @pytest.fixture(scope="session")
-def finetuned(project, readme_runs, mvtec, visa, manifest) -> dict[str, Result]:
+def finetuned(project, readme_runs, mvtec, visa, manifest, journey_pool) -> dict[str, Result]:
     """Each layout's fine-tune in a project of its own (with the README's backbone), 2 at a time."""
     assert readme_runs[1].returncode == 0, readme_runs[1].describe()
     jobs = {
@@ -32,7 +32,8 @@ def finetuned(project, readme_runs, mvtec, visa, manifest) -> dict[str, Result]:
             ["fit", "--config", "recipes/finetune.yaml", "--data.root", str(root), *extra]
             + ["--model.weights", str(weights), *small()]
         )
-    return dict(zip(jobs, run_many(commands, cwds=[folders[n] for n in jobs]), strict=True))
+    started = run_many(commands, cwds=[folders[n] for n in jobs], pool=journey_pool)
+    return {name: job.result() for name, job in zip(jobs, started, strict=True)}
 
 
 @pytest.mark.parametrize("layout", ["mvtec", "visa", "csv"])

@@ -11,41 +11,12 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPES, Result, make_project, run_many, small
-
-SSL_RECIPES = sorted(p.stem for p in RECIPES.glob("*.yaml") if "lit_ssl.SSLModule" in p.read_text())
-SHARED = {"vicreg": "README journey", "ddp": "DDP journey"}
+from conftest import SSL_RECIPES, recipe_text
 
 
 def test_every_ssl_recipe_is_covered():
     assert len(SSL_RECIPES) >= 11, SSL_RECIPES
     assert {"vicreg", "mae", "hybrid", "mvtec_ad", "ddp"} <= set(SSL_RECIPES)
-
-
-def _root(recipe: str, unlabeled, mvtec) -> str:
-    text = (RECIPES / f"{recipe}.yaml").read_text()
-    return str(mvtec.root if "layout: mvtec" in text else unlabeled.root)
-
-
-@pytest.fixture(scope="session")
-def pretrain_project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("pretrain_project"))
-
-
-@pytest.fixture(scope="session")
-def pretrained(pretrain_project, unlabeled, mvtec) -> dict[str, Result]:
-    """Every SSL recipe but the shared ones, run two at a time in one project folder."""
-    recipes = [r for r in SSL_RECIPES if r not in SHARED]
-    commands = []
-    for recipe in recipes:
-        path = f"recipes/{recipe}.yaml"
-        root = _root(recipe, unlabeled, mvtec)
-        commands.append(["fit", "--config", path, "--data.root", root, *small(_text(recipe))])
-    return dict(zip(recipes, run_many(commands, pretrain_project), strict=True))
-
-
-def _text(recipe: str) -> str:
-    return (RECIPES / f"{recipe}.yaml").read_text()
 
 
 @pytest.mark.parametrize("recipe", [r for r in SSL_RECIPES if r != "ddp"])
@@ -54,16 +25,16 @@ def test_pretrain_recipe_on_users_folder(recipe, request):
         result = request.getfixturevalue("readme_runs")[0]
         project = request.getfixturevalue("project")
     else:
-        result = request.getfixturevalue("pretrained")[recipe]
+        result = request.getfixturevalue("pretrained")[recipe].result()
         project = request.getfixturevalue("pretrain_project")
     assert result.returncode == 0, result.describe()
     folder = project / "runs" / recipe / "version_0"
     checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2
     assert (folder / "backbone.safetensors").stat().st_size > 1000
-    expected = "test_vit" if "heads.MAE" in _text(recipe) else "test_resnet"
+    expected = "test_vit" if "heads.MAE" in recipe_text(recipe) else "test_resnet"
     assert json.loads((folder / "backbone.json").read_text())["name"] == expected
     assert "Traceback" not in result.output, result.describe()
-    if "layout: mvtec" not in _text(recipe) and "OnlineProbe" in _text(recipe):
+    if "layout: mvtec" not in recipe_text(recipe) and "OnlineProbe" in recipe_text(recipe):
         said = [line for line in result.output.splitlines() if "OnlineProbe" in line]
         assert len(said) == 1, f"the idle online probe should say so once, said: {said}"
