@@ -112,7 +112,9 @@ class Backbone(nn.Module):
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from lit_ssl.checkpoints import load_weights_file
+
+            state = load_weights_file(path)  # torch.load(weights_only=True): no code runs
             state = state.get("state_dict", state)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if missing or unexpected:

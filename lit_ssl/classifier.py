@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics.aggregation import CatMetric
 
+from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone, load_backbone_config
 from lit_ssl.metrics import DefectMetrics
 from lit_ssl.optim import decay_groups
@@ -116,7 +117,7 @@ def _backbone_from_ckpt(
     path: Path, name: str | None, in_chans: int | None, img_size: int | None
 ) -> Backbone:
     """Backbone from an SSLModule Lightning checkpoint (its ``backbone.`` keys)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = checkpoints.load_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
     stored_name = hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None
     name = _merge(name, stored_name, "backbone", path) or DEFAULT_BACKBONE
@@ -235,6 +236,9 @@ class DefectClassifier(L.LightningModule):
         target_recall: defect recall the threshold must reach on validation.
         default_threshold: threshold until a validation epoch has chosen one.
         save_figures: write confusion matrix / ROC PNGs into ``<log_dir>/figures``.
+        write_predictions: at the end of ``trainer.predict`` write ``predictions.csv`` (and
+            ``skipped.txt`` naming unreadable files) into the run folder
+            (``lit_ssl.predictions.PredictionsCSVWriter``).
     """
 
     def __init__(
@@ -259,6 +263,7 @@ class DefectClassifier(L.LightningModule):
         target_recall: float = 0.99,
         default_threshold: float = 0.5,
         save_figures: bool = True,
+        write_predictions: bool = True,
     ) -> None:
         super().__init__()
         classes = _check_classes(classes, good_class)
@@ -404,18 +409,27 @@ class DefectClassifier(L.LightningModule):
             rank_zero_only(_log_weights)(self.classes, counts, self.class_weights)
 
     def _train_class_counts(self) -> Tensor:
-        """Label counts of the training set: datamodule/dataset attributes, else one pass."""
+        """Counts of the training labels actually used (after ``label_fraction``).
+
+        ``datamodule.train_class_counts`` first, then the train dataset's own labels, else
+        one pass over the train dataloader. Never counts val/test labels.
+        """
         num = len(self.classes)
         datamodule = getattr(self.trainer, "datamodule", None)
+        counts = getattr(datamodule, "train_class_counts", None)
+        if callable(counts):
+            counts = counts()
+        if counts is not None:
+            return _checked_counts(counts, self.classes)
         loader = self.trainer.train_dataloader
         dataset = loader.dataset if isinstance(loader, DataLoader) else None
-        for source in (dataset, datamodule):  # the training split's own labels first
-            counts = _counts_from(source, self.classes)
-            if counts is not None:
-                return counts
+        counts = _counts_from(dataset, self.classes)
+        if counts is not None:
+            return counts
         rank_zero_warn(
-            "DefectClassifier: the datamodule exposes no class_counts; counting training "
-            "labels with one pass over the train dataloader."
+            "DefectClassifier: neither the datamodule (train_class_counts) nor the train "
+            "dataset (labels) tells the class counts; counting training labels with one pass "
+            "over the train dataloader."
         )
         counts = torch.zeros(num, dtype=torch.long)
         for batch in loader:
@@ -472,7 +486,8 @@ class DefectClassifier(L.LightningModule):
         self.log("test/threshold", self.threshold)
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
-        """Per-image dicts: path, defect_score, predicted_class, is_defect, label, p_<class>."""
+        """Per-image dicts: path, defect_score, decision ("defect"/"good" at the stored
+        threshold), predicted_class, is_defect, label, p_<class>."""
         images, labels, paths = _parse_batch(batch)
         scores, probs = self.predict_scores(images)
         preds = self.decide(scores, probs, self.threshold)
@@ -481,6 +496,7 @@ class DefectClassifier(L.LightningModule):
             row = {
                 "path": paths[i] if paths is not None else None,
                 "defect_score": score,
+                "decision": "good" if pred == self.good_index else "defect",
                 "predicted_class": self.classes[pred],
                 "is_defect": pred != self.good_index,
                 "label": self.classes[int(labels[i])] if _known(labels, i) else None,
@@ -488,6 +504,37 @@ class DefectClassifier(L.LightningModule):
             row.update({f"p_{c}": p for c, p in zip(self.classes, probs[i].tolist(), strict=True)})
             rows.append(row)
         return rows
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predictions.csv`` (+ ``skipped.txt``) in the run folder after ``trainer.predict``.
+
+        Left out when ``write_predictions=False`` or the trainer already has a
+        ``PredictionsCSVWriter`` with its own path (Lightning would replace it).
+        """
+        from lit_ssl.predictions import PredictionsCSVWriter
+
+        existing = self._trainer.callbacks if self._trainer is not None else []
+        if not self.hparams.write_predictions or any(
+            isinstance(cb, PredictionsCSVWriter) and cb.path is not None for cb in existing
+        ):
+            return []
+        return [PredictionsCSVWriter()]
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint as a DefectClassifier's (``lit-ssl export`` routes by it)."""
+        checkpoint[checkpoints.MODULE_KEY] = "DefectClassifier"
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any
+    ) -> DefectClassifier:
+        """Load safely: ``weights_only=True``, classes only from lit_ssl's allow-list.
+
+        Keyword arguments are those of Lightning's ``load_from_checkpoint`` (``strict``,
+        hyperparameter overrides); see ``lit_ssl.checkpoints.load_from_checkpoint``.
+        """
+        return checkpoints.load_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
 
     # ------------------------------------------------------------------ metrics plumbing
     def _log_metrics(self, stage: str, metrics: DefectMetrics) -> None:
@@ -538,6 +585,17 @@ class DefectClassifier(L.LightningModule):
 
 def _known(labels: Tensor | None, i: int) -> bool:
     return labels is not None and int(labels[i]) >= 0
+
+
+def _checked_counts(counts: Sequence[int], classes: list[str]) -> Tensor:
+    counts = torch.as_tensor(list(counts)).long().flatten()
+    if counts.numel() != len(classes):
+        raise ValueError(
+            f"datamodule.train_class_counts has {counts.numel()} entries for the classifier's "
+            f"{len(classes)} classes {classes}; build the classifier with "
+            "classes=datamodule.class_names."
+        )
+    return counts
 
 
 def _counts_from(source: Any, classes: list[str]) -> Tensor | None:

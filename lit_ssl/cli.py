@@ -8,14 +8,27 @@ figures, resolved config). ``lit-ssl export|synth|quickstart|preview|diagnose`` 
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn
+
+from lit_ssl.errors import LitSSLError, UsageError, is_parser_error_text, short_parser_error
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __all__ = ["main", "recipe_name"]
+
+# What a user can fix; anything else is a bug and keeps its traceback.
+_USER_ERRORS = (LitSSLError, ValueError, OSError, argparse.ArgumentError)
+# Files a run writes before training has produced anything.
+_NOTHING_USEFUL = {"config.yaml", "hparams.yaml", "metrics.csv"}
 
 
 def recipe_name(argv: Sequence[str]) -> str:
@@ -29,10 +42,12 @@ def recipe_name(argv: Sequence[str]) -> str:
     return name
 
 
-def _lightning_cli(argv: list[str], from_command_line: bool) -> None:
+def _lightning_cli(argv: list[str], record: dict[str, Any]) -> None:
     from lit_ssl.cli_lightning import LitSSLCLI
 
-    LitSSLCLI(args=None if from_command_line else argv, recipe=recipe_name(argv))
+    # argv is sys.argv less --debug; Lightning warns when both are given.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    LitSSLCLI(args=argv, recipe=recipe_name(argv), run_record=record)
 
 
 def _tools() -> dict[str, Callable[[list[str]], int | None]]:
@@ -47,19 +62,107 @@ def _tools() -> dict[str, Callable[[list[str]], int | None]]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lit-ssl`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+@contextmanager
+def _usage_errors_raise() -> Iterator[None]:
+    """Make the tools' argparse parsers raise ``UsageError`` instead of printing usage."""
+    original = argparse.ArgumentParser.error
+
+    def error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+        raise UsageError(f"{message}\nSee: {parser.prog} --help")
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
+
+
+def _run(args: list[str], record: dict[str, Any]) -> int:
     tools = _tools()
     if args and args[0] in tools:
-        return int(tools[args[0]](args[1:]) or 0)
+        with _usage_errors_raise():
+            return int(tools[args[0]](args[1:]) or 0)
     if not args or args[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\nTools: " + ", ".join(sorted(tools)) + " (lit-ssl <tool> --help)")
         if not args:
             return 0
-    _lightning_cli(args, from_command_line=argv is None)
+    _lightning_cli(args, record)
     return 0
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """``--debug`` (removed from ``args``) or ``LIT_SSL_DEBUG=1``."""
+    flag = "--debug" in args
+    while "--debug" in args:
+        args.remove("--debug")
+    return flag or os.environ.get("LIT_SSL_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def _user_message(error: BaseException, args: list[str]) -> str:
+    """At most two lines: what was wrong and what to do."""
+    if isinstance(error, argparse.ArgumentError) or is_parser_error_text(str(error)):
+        prog = "lit-ssl " + args[0] if args and not args[0].startswith("-") else "lit-ssl"
+        text = short_parser_error(str(error), prog)
+    elif isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
+        text = f"{error.strerror or error}: {error.filename}"
+    else:
+        text = str(error) or type(error).__name__
+    lines = [line for line in text.strip().splitlines() if line.strip()] or [type(error).__name__]
+    return "\n".join(lines[:2])
+
+
+def _remove_empty_run_folder(record: dict[str, Any]) -> None:
+    """Remove this run's ``version_N/`` if the failed run left nothing in it worth keeping."""
+    folder = record.get("folder")
+    if folder is None or record.get("resumed") or not Path(folder).is_dir():
+        return
+    files = [path for path in Path(folder).rglob("*") if path.is_file()]
+    for path in files:
+        if path.name == "metrics.csv" and len(path.read_text().splitlines()) > 1:
+            return  # training logged something: keep it to look at
+        if path.name not in _NOTHING_USEFUL:
+            return
+    shutil.rmtree(folder)
+    for parent in record.get("new_parents", []):
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def _stopped(stop: SystemExit) -> int:
+    """Exit code of a ``SystemExit``; Lightning's SIGTERM stop (code ``None``) becomes 143."""
+    if type(stop).__name__ != "SIGTERMException":
+        raise stop
+    print(
+        "lit-ssl: stopped by SIGTERM; to continue, run the same command with --ckpt_path last",
+        file=sys.stderr,
+    )
+    return 143
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lit-ssl`` console script.
+
+    User errors (bad config, paths, data) print ``lit-ssl: error: ...`` in one or two lines
+    and return 2; ``--debug`` or ``LIT_SSL_DEBUG=1`` prints the traceback too.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    record: dict[str, Any] = {}
+    try:
+        return _run(args, record)
+    except KeyboardInterrupt:
+        print("lit-ssl: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as stop:
+        return _stopped(stop)
+    except _USER_ERRORS as error:
+        if debug:
+            traceback.print_exc()
+        print(f"lit-ssl: error: {_user_message(error, args)}", file=sys.stderr)
+        return 2
+    finally:
+        _remove_empty_run_folder(record)
 
 
 if __name__ == "__main__":

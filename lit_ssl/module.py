@@ -20,15 +20,10 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone
 from lit_ssl.distributed import world_size
-from lit_ssl.heads.base import (
-    HeadOutput,
-    Reconstructions,
-    SSLHead,
-    describe_head,
-    head_from_description,
-)
+from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead, describe_head
 from lit_ssl.optim import LARS, decay_groups, warmup_cosine
 
 __all__ = ["SSLModule", "collapse_std"]
@@ -82,8 +77,8 @@ class SSLModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters
-            head = head_from_description(head)
+        if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters (allow-list)
+            head = checkpoints.head_from_description(head)
         if head is None:
             from lit_ssl.heads.joint_embedding import VICReg
 
@@ -299,6 +294,22 @@ class SSLModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint as an SSLModule's (``lit-ssl export`` routes by it)."""
+        checkpoint[checkpoints.MODULE_KEY] = "SSLModule"
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any
+    ) -> SSLModule:
+        """Load safely: ``weights_only=True``, classes only from lit_ssl's allow-list.
+
+        Keyword arguments are those of Lightning's ``load_from_checkpoint`` (``strict``,
+        hyperparameter overrides); see ``lit_ssl.checkpoints.load_from_checkpoint``.
+        """
+        return checkpoints.load_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
 
     # ----------------------------------------------------------------- export
     def export_backbone(self, path: str | Path) -> Path:

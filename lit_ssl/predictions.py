@@ -1,9 +1,18 @@
 """Per-image predictions of a DefectClassifier as CSV.
 
-``trainer.predict(classifier, loader)`` returns, per batch, a list of per-image dicts
-(``path``, ``defect_score``, ``predicted_class``, ``is_defect``, ``label``, ``p_<class>``).
-``write_predictions_csv`` flattens that and writes one row per image;
+``trainer.predict(classifier, loader)`` returns, per batch, a list of per-image dicts:
+``path``, ``defect_score`` (``1 - p(good)``), ``decision`` (``"defect"`` if the score is at or
+above the stored threshold, else ``"good"``), ``predicted_class``, ``label`` (when known) and
+one ``p_<class>`` probability per class name. ``write_predictions_csv`` writes one row per
+image.
+
 ``PredictionsCSVWriter`` does it as a callback at the end of ``trainer.predict``.
+``DefectClassifier`` adds one by itself (``configure_callbacks``), so
+``lit-ssl predict --config recipes/finetune.yaml --data.root NEW --ckpt_path CKPT`` writes
+``predictions.csv`` into the run folder (``runs/finetune/version_N/``). Files the datamodule
+could not read (``datamodule.skipped_files``) get no row: they are printed and listed, one
+per line, in ``skipped.txt`` next to the CSV. Under DDP every rank's rows are gathered and
+rank 0 writes the one file.
 """
 
 from __future__ import annotations
@@ -14,11 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-__all__ = ["PredictionsCSVWriter", "flatten_predictions", "write_predictions_csv"]
+__all__ = [
+    "PREDICTIONS_FILE",
+    "SKIPPED_FILE",
+    "PredictionsCSVWriter",
+    "flatten_predictions",
+    "write_predictions_csv",
+]
 
-FIRST_COLUMNS = ("path", "defect_score", "predicted_class", "is_defect", "label")
+FIRST_COLUMNS = ("path", "defect_score", "decision", "predicted_class", "label")
+PREDICTIONS_FILE = "predictions.csv"
+SKIPPED_FILE = "skipped.txt"
+_MAX_PRINTED = 20
 
 
 def flatten_predictions(predictions: Iterable[Any]) -> list[dict[str, Any]]:
@@ -38,7 +57,7 @@ def flatten_predictions(predictions: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def write_predictions_csv(predictions: Iterable[Any], path: str | Path) -> Path:
-    """Write one CSV row per image; columns: path, defect_score, predicted_class, ...
+    """Write one CSV row per image; columns: path, defect_score, decision, ...
 
     Args:
         predictions: ``trainer.predict`` output of a ``DefectClassifier`` (or its rows).
@@ -66,25 +85,74 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return present + extra if rows else list(FIRST_COLUMNS)
 
 
+def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's rows (a collective: all ranks call it), deduplicated by path, in order."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    parts: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, rows)
+    merged = [row for part in parts for row in part or []]
+    if all(row.get("path") is not None for row in merged):
+        merged = sorted({row["path"]: row for row in merged}.values(), key=lambda r: r["path"])
+    return merged
+
+
 class PredictionsCSVWriter(BasePredictionWriter):
-    """Callback writing ``trainer.predict`` results to a CSV at the end of prediction.
+    """Callback writing ``trainer.predict`` rows to one CSV when prediction ends.
+
+    Rows are collected batch by batch (so it works with ``return_predictions=False``) and,
+    under DDP, gathered from every rank; rank 0 writes the file and prints where.
 
     Args:
-        path: output CSV file. Under DDP each rank writes ``<stem>.rank<N>.csv``.
+        path: output CSV file; ``None``: ``predictions.csv`` in the run folder (the logger's
+            version folder, else ``trainer.default_root_dir``), with ``skipped.txt`` next to
+            it naming the files the datamodule could not read.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(write_interval="epoch")
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.path = None if path is None else Path(path)
+        self._rows: list[dict[str, Any]] = []
 
-    def write_on_epoch_end(
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        predictions: Sequence[Any],
-        batch_indices: Sequence[Any],
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
-        path = self.path
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        write_predictions_csv(predictions, path)
+        self._rows.extend(flatten_predictions([prediction]))
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # every rank runs this method to the end: the gather and log_dir are collectives
+        rows = _gather(self._rows)
+        path = self.path or Path(trainer.log_dir or trainer.default_root_dir) / PREDICTIONS_FILE
+        skipped = list(getattr(trainer.datamodule, "skipped_files", None) or [])
+        self._rows = []
+        if trainer.is_global_zero:
+            _write_outputs(rows, path, skipped, list_skipped=self.path is None)
+
+
+def _write_outputs(
+    rows: list[dict[str, Any]], path: Path, skipped: list[str], list_skipped: bool
+) -> None:
+    write_predictions_csv(rows, path)
+    print(f"Wrote {len(rows)} predictions to {path}")
+    listing = path.with_name(SKIPPED_FILE)
+    if not skipped:
+        if list_skipped:
+            listing.unlink(missing_ok=True)
+        return
+    names = "\n  ".join(skipped[:_MAX_PRINTED])
+    more = f"\n  ... and {len(skipped) - _MAX_PRINTED} more" if len(skipped) > _MAX_PRINTED else ""
+    where = ""
+    if list_skipped:
+        listing.write_text("".join(f"{name}\n" for name in skipped))
+        where = f" (listed in {listing})"
+    print(f"Skipped {len(skipped)} unreadable file(s), no prediction{where}:\n  {names}{more}")

@@ -29,36 +29,36 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
 
     An ``SSLModule`` checkpoint becomes ``backbone.safetensors`` + ``.json`` (timm loads
     it); a ``DefectClassifier`` checkpoint becomes ``classifier.onnx`` (float images in
-    [0, 1] in, defect score out, threshold in the metadata).
+    [0, 1] in, defect score out, threshold in the metadata). The file is read safely
+    (``lit_ssl.checkpoints``: ``weights_only=True``, allow-listed classes only).
 
     Args:
         checkpoint: path of a ``.ckpt`` written by ``lit-ssl fit``.
-        output: output file; defaults to next to the checkpoint's run folder.
+        output: output file; defaults to the checkpoint's run folder.
 
     Returns:
         The written file.
     """
+    from lit_ssl import checkpoints
+
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"Checkpoint {checkpoint} not found.")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hparams = state.get("hyper_parameters", {})
+    kind = checkpoints.module_name(checkpoints.load_checkpoint(checkpoint))
     default_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    if "head" in hparams:
+    if kind == "SSLModule":
         from lit_ssl.module import SSLModule
 
         module = SSLModule.load_from_checkpoint(checkpoint, map_location="cpu")
         return module.export_backbone(output or default_dir / "backbone.safetensors")
-    if "classes" in hparams or "threshold_mode" in hparams:
+    if kind == "DefectClassifier":
         from lit_ssl.classifier import DefectClassifier
 
         classifier = DefectClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
         return Path(classifier.to_onnx(output or default_dir / "classifier.onnx"))
     raise ValueError(
-        f"{checkpoint} is neither an SSLModule nor a DefectClassifier checkpoint "
-        "(no 'head' or 'classes' hyperparameters)."
+        f"{checkpoint} is neither an SSLModule nor a DefectClassifier checkpoint; export "
+        "checkpoints written by lit-ssl fit (runs/<recipe>/version_N/checkpoints/last.ckpt)."
     )
 
 

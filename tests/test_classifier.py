@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -279,3 +280,47 @@ def test_factory_datamodule_end_to_end(tmp_path):
     wrong = DefectClassifier("test_resnet", classes=list(reversed(dm.class_names)))
     with pytest.raises(ValueError, match="classes=datamodule.class_names"):
         L.Trainer(max_epochs=1, **trainer_kwargs(tmp_path)).fit(wrong, datamodule=dm)
+
+
+def test_balanced_weights_count_only_the_training_labels_used(tmp_path):
+    """label_fraction < 1 and a test split with another class mix: the weights are
+    n / (C * n_c) over the kept training labels, not over train + val + test."""
+    from PIL import Image
+
+    from lit_ssl.data import FactoryDataModule
+
+    rng = np.random.default_rng(0)
+    lines = ["path,label,split"]
+    mix = {"train": (20, 10), "val": (4, 4), "test": (4, 16)}
+    for split, counts in mix.items():
+        for name, count in zip(("good", "scratch"), counts, strict=True):
+            for i in range(count):
+                relative = f"{split}_{name}_{i:02d}.png"
+                Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(
+                    tmp_path / relative
+                )
+                lines.append(f"{relative},{name},{split}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    dm = FactoryDataModule(
+        str(tmp_path / "manifest.csv"),
+        task="classify",
+        image_size=32,
+        batch_size=8,
+        label_fraction=0.5,
+        drop_last=False,
+    )
+    dm.setup("fit")
+    assert dm.class_names == ["good", "scratch"]
+    kept = torch.zeros(2, dtype=torch.long)
+    for _, labels in dm.train_dataloader():
+        kept += torch.bincount(labels[labels >= 0], minlength=2)
+    assert kept.sum() < 30  # label_fraction hid some training labels
+    n, classes = kept.sum().item(), 2
+    expected = torch.tensor([n / (classes * kept[0].item()), n / (classes * kept[1].item())])
+    everything = torch.tensor([28, 30])
+    assert not torch.allclose(balanced_class_weights(everything), expected, atol=0.05)
+
+    clf = DefectClassifier("test_resnet", classes=dm.class_names)
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, **trainer_kwargs(tmp_path))
+    trainer.fit(clf, datamodule=dm)
+    torch.testing.assert_close(clf.class_weights, expected.float())

@@ -207,7 +207,9 @@ def test_views_differ_across_workers_and_epochs_and_reproduce(
 
     train = loader()
     seen = _digests(train, epochs=2)
-    assert len(seen) == 2 * len(train.dataset) * 2 and len(set(seen)) == len(seen)
+    # a view whose random ops all come out as no-ops equals the image up to a flip/rotation, so
+    # an exact collision now and then is chance; repeated RNG streams would repeat half of them
+    assert len(seen) == 2 * len(train.dataset) * 2 and len(set(seen)) >= len(seen) - 2
     assert _digests(loader(), epochs=2) == seen
 
 

@@ -98,9 +98,13 @@ def test_luminance_and_channel_errors() -> None:
         convert_channels(np.zeros((2, 2, 5), np.float32), 3)
 
 
-def test_float_is_clipped() -> None:
-    out = to_float(np.array([[-0.5, 0.5, 2.0]], np.float32))
+def test_float_in_unit_range_kept_negatives_clipped_0_255_scaled_loudly() -> None:
+    out = to_float(np.array([[-0.5, 0.5, 1.0]], np.float32))
     np.testing.assert_array_equal(out, [[0.0, 0.5, 1.0]])
+    with pytest.warns(UserWarning, match="divided by 255"):
+        out = to_float(np.array([[0.0, 51.0, 255.0]], np.float32))
+    np.testing.assert_allclose(out, [[0.0, 0.2, 1.0]], atol=1e-6)  # scaled, not clipped to 1
+    np.testing.assert_allclose(to_float(np.array([[127.5]]), float_scale=255.0), [[0.5]])
 
 
 def _bad_files(folder: Path) -> dict[str, Path]:

@@ -7,7 +7,15 @@ Batch formats:
   ``labels`` a LongTensor ``(B,)`` with -1 where unknown.
 - ``task="classify"``, train/val: ``(images, labels)``.
 - test and predict, both tasks: ``(images, labels, paths)``, ``paths`` a list of str; test
-  covers the test split, predict every sample of the dataset (sorted by path).
+  covers the test split, predict every readable sample of the dataset (sorted by path). Predicting
+  needs no labels, even with ``task="classify"`` (labels are then -1): a plain folder of new
+  images can be given as ``root``.
+
+Seeding: every loader's shuffling and augmentation seed comes from ``(seed, rank, stage, epoch,
+build)``, ``build`` counting how many times that stage's loader was built in that epoch, so a
+loader built again (``reload_dataloaders_every_n_epochs``, or calling ``train_dataloader()`` each
+epoch) gives a new order and new views, while a fresh data module with the same seed reproduces
+the first one (and a resumed run the same epoch's).
 
 No mean/std normalisation happens here; it lives inside the Backbone.
 """
@@ -28,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from lit_ssl.augment.views import MultiView, multi_view
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
-from lit_ssl.data.io import IMAGE_EXTENSIONS, infer_bit_depth
+from lit_ssl.data.io import IMAGE_EXTENSIONS, WalkReport, infer_bit_depth, multipage_message
 from lit_ssl.data.layouts import LAYOUTS, Sample, find_samples
 from lit_ssl.data.scan import ScanResult, scan_files
 from lit_ssl.data.synthetic import default_dataset
@@ -38,6 +46,7 @@ from lit_ssl.data.table import (
     encode_labels,
     good_index,
     hide_labels,
+    train_classes_message,
 )
 
 __all__ = ["FactoryDataModule"]
@@ -45,6 +54,7 @@ __all__ = ["FactoryDataModule"]
 log = logging.getLogger("lit_ssl.data")
 _STAGE_OFFSET = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _MAX_NAMED = 20
+_LABELED_STAGES = (None, "fit", "validate", "test")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -77,8 +87,16 @@ class FactoryDataModule(L.LightningDataModule):
             hidden labels become -1 (ssl) or are dropped from training (classify).
         binary: Merge every defect type into one ``"defect"`` class (labels: 0 good,
             1 defect); splits stay stratified by defect type.
-        keep_layout_split: Keep an MVTec-style train/test split even when train holds only the
-            good class (by default the whole dataset is re-split so training sees defects).
+        resplit: Drop the layout's own splits (MVTec/VisA train/test, a CSV's split column) and
+            split the whole dataset, stratified. None (default) keeps them, except for the
+            synthetic data this package generates (``root=None``, or a tree holding the
+            ``synthetic.json`` that :func:`~lit_ssl.data.write_synthetic_dataset` writes), which
+            is re-split so a classifier trains on its defects. With the layout's split kept,
+            ``task="classify"`` refuses to fit when train holds only good images (MVTec AD,
+            VisA): pass ``resplit=True`` then. A layout without a val split gives val from train
+            only (``val_fraction`` of it, stratified); test stays test.
+        category: One object of a multi-object dataset: the VisA ``object`` column, or a
+            sub-folder of ``root`` (an MVTec AD category) used as the root.
         bit_depth: Significant bits of 16-bit images; None infers one depth for the dataset.
         cache_images: Keep decoded images in memory: True, False, or None (if they fit in
             ``cache_limit_mb``).
@@ -91,6 +109,8 @@ class FactoryDataModule(L.LightningDataModule):
         nuisance: Nuisance strength of the embedded synthetic data (``root=None`` only).
         synthetic_material: Material of the embedded synthetic data (``root=None`` only).
         synthetic_size: Image side of the embedded synthetic data (``root=None`` only).
+        keep_layout_split: Deprecated (the layout's split is kept by default); ``True`` means
+            ``resplit=False``. Removed in the next release.
     """
 
     def __init__(
@@ -110,7 +130,8 @@ class FactoryDataModule(L.LightningDataModule):
         on_bad_file: Literal["skip", "raise"] = "skip",
         label_fraction: float = 1.0,
         binary: bool = False,
-        keep_layout_split: bool = False,
+        resplit: bool | None = None,
+        category: str | None = None,
         bit_depth: int | None = None,
         cache_images: bool | None = None,
         cache_limit_mb: float = 1024.0,
@@ -121,6 +142,7 @@ class FactoryDataModule(L.LightningDataModule):
         nuisance: float = 0.5,
         synthetic_material: str = "metal",
         synthetic_size: int = 64,
+        keep_layout_split: bool | None = None,
     ):
         super().__init__()
         _check(task in ("ssl", "classify"), f"task={task!r}; use 'ssl' or 'classify'")
@@ -130,13 +152,25 @@ class FactoryDataModule(L.LightningDataModule):
         _check(image_size >= 8, f"image_size={image_size}; use at least 8 pixels")
         _check(batch_size >= 1 and num_workers >= 0, "batch_size >= 1 and num_workers >= 0")
         _check(0 < label_fraction <= 1, f"label_fraction={label_fraction}; must be in (0, 1]")
+        if keep_layout_split is not None:
+            warnings.warn(
+                "keep_layout_split is deprecated and will be removed: the layout's split is "
+                "kept by default; pass resplit=True (--data.resplit true) to re-split",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if keep_layout_split and resplit is None:
+                resplit = False
         self.save_hyperparameters()
+        self.resplit = resplit
         self.root = root
         self.task = task
         self.num_views = views or 2
         self.clean_view = False
         self.samples: list[Sample] = []
         self.resolved_layout: str | None = None
+        self._skipped: list[str] = []
+        self._builds: Counter[tuple[str, int]] = Counter()
         self._ready = False
 
     # ------------------------------------------------------------------ views
@@ -173,33 +207,68 @@ class FactoryDataModule(L.LightningDataModule):
         return default_dataset(hp.nuisance, hp.synthetic_size, 3, hp.synthetic_material, 0)
 
     def setup(self, stage: str | None = None) -> None:
-        """List, verify, label and split the samples (once; later calls do nothing).
+        """List, verify, label and split the samples (once; later calls only check the stage).
 
         Args:
-            stage: Lightning stage (unused: every split is prepared together).
+            stage: Lightning stage. Every split is prepared together; ``"predict"`` accepts
+                data without labels even for ``task="classify"``.
 
         Raises:
-            ValueError: No readable image, or ``task="classify"`` without labels.
+            ValueError: No readable image; ``task="classify"`` without labels (except for
+                predict) or, for fit, with a train split of one class.
         """
-        if self._ready:
-            return
-        root = Path(self.hparams.root) if self.hparams.root else self._synthetic_root()
+        if not self._ready:
+            self._prepare()
+        self._check_stage(stage)
+
+    def _prepare(self) -> None:
+        hp = self.hparams
+        root = Path(hp.root) if hp.root else self._synthetic_root()
         self.root = str(root)
-        self.resolved_layout, samples = find_samples(root, self.hparams.layout)
+        report = WalkReport()
+        self.resolved_layout, samples = find_samples(root, hp.layout, hp.category, report)
+        self._report_skipped(report.skipped)
         _check(bool(samples), self._empty_message(root))
         scan = self._scan(samples)
+        self._skipped = sorted({*scan.bad, *self._skipped})
         self.samples = [s for s in samples if s.path not in scan.bad]
         _check(bool(self.samples), f"none of the {len(samples)} files under {root} is readable")
-        self._label_and_split()
+        self._label_and_split(root)
         self._store = ImageStore(
             [s.path for s in self.samples],
-            self.hparams.in_chans,
+            hp.in_chans,
             self._bit_depth(scan),
             scan.cache,
-            skip_bad=self.hparams.on_bad_file == "skip",
+            skip_bad=hp.on_bad_file == "skip",
+            float_scale=self._float_scale(scan),
         )
         self._ready = True
         self._log_summary()
+
+    def _check_stage(self, stage: str | None) -> None:
+        if self.task != "classify" or stage not in _LABELED_STAGES:
+            return
+        if not self.class_names:
+            raise ValueError(
+                f"task='classify' needs labels to {stage or 'fit'} but layout "
+                f"{self.resolved_layout!r} has none; use class folders, an MVTec/VisA tree or a "
+                "CSV manifest with a label column (predicting needs no labels)"
+            )
+        message = train_classes_message(self.labels, self.splits)
+        if stage in (None, "fit") and message is not None:
+            raise ValueError(message)
+
+    def _report_skipped(self, skipped: dict[str, str]) -> None:
+        if not skipped:
+            return
+        names = sorted(skipped)
+        listed = "\n  ".join(f"{n}: {skipped[n]}" for n in names[:_MAX_NAMED])
+        more = f"\n  ... and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
+        message = f"{len(names)} path(s) under the dataset root cannot be listed:\n  {listed}{more}"
+        if self.hparams.on_bad_file == "raise":
+            raise ValueError(f"{message}\nremove or fix them, or set on_bad_file='skip'")
+        warnings.warn(f"{message}\nthey are skipped", stacklevel=4)
+        self._skipped = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
 
     def _empty_message(self, root: Path) -> str:
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -216,6 +285,8 @@ class FactoryDataModule(L.LightningDataModule):
         scan = scan_files(paths, hp.cache_images, hp.cache_limit_mb, min(8, os.cpu_count() or 1))
         if scan.bad:
             self._report_bad(scan.bad, len(paths))
+        if scan.multipage:
+            warnings.warn(multipage_message(scan.multipage), stacklevel=4)
         return scan
 
     def _report_bad(self, bad: dict[str, str], total: int) -> None:
@@ -238,14 +309,30 @@ class FactoryDataModule(L.LightningDataModule):
             return bits
         return None
 
-    def _label_and_split(self) -> None:
+    def _float_scale(self, scan: ScanResult) -> float | None:
+        if scan.max_float is None:
+            return None  # no float file, or not scanned: decided per image
+        if scan.max_float <= 1.0:
+            return 1.0
+        warnings.warn(
+            f"float images hold values up to {scan.max_float:.6g}, above 1: they are read as "
+            "0-255 data and every float image is divided by 255 (not clipped); save them in "
+            "[0, 1] or as 8/16-bit integers if that is wrong",
+            stacklevel=4,
+        )
+        return 255.0
+
+    def _resplit(self, root: Path) -> bool:
+        if self.resplit is not None:
+            return bool(self.resplit)
+        made_here = self.hparams.root is None or (root / "synthetic.json").is_file()
+        if made_here:
+            log.info("synthetic data made by lit_ssl: re-splitting it (pass resplit=False to keep)")
+        return made_here
+
+    def _label_and_split(self, root: Path) -> None:
         hp = self.hparams
         self.class_names = class_names_of(self.samples)
-        if self.task == "classify" and not self.class_names:
-            raise ValueError(
-                f"task='classify' needs labels but layout {self.resolved_layout!r} has none; "
-                "use class folders, an MVTec tree or a CSV manifest with a label column"
-            )
         self.labels = encode_labels(self.samples, self.class_names)
         self.splits = assign_splits(
             self.samples,
@@ -253,11 +340,11 @@ class FactoryDataModule(L.LightningDataModule):
             hp.val_fraction,
             hp.test_fraction,
             hp.seed,
-            hp.keep_layout_split,
+            self._resplit(root),
         )
         train = np.flatnonzero(self.splits == "train")
         self.train_labels = hide_labels(self.labels, train, hp.label_fraction, hp.seed)
-        if hp.binary:
+        if hp.binary and self.class_names:
             self._merge_defect_types()
 
     def _merge_defect_types(self) -> None:
@@ -309,6 +396,23 @@ class FactoryDataModule(L.LightningDataModule):
         return dict(Counter(names[label] for label in self.labels.tolist()))
 
     @property
+    def train_class_counts(self) -> list[int]:
+        """Training labels actually used per class, aligned with :attr:`class_names`.
+
+        Counts the train split after ``label_fraction`` (hidden labels are not counted) and
+        ``binary``; the basis of "balanced" class weights.
+        """
+        self._require_setup()
+        used = self.train_labels[(self.splits == "train") & (self.train_labels >= 0)]
+        return np.bincount(used, minlength=len(self.class_names)).tolist()
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Image files left out at setup because they are unreadable (named in a warning)."""
+        self._require_setup()
+        return list(self._skipped)
+
+    @property
     def split_sizes(self) -> dict[str, int]:
         """Images per split."""
         self._require_setup()
@@ -343,14 +447,19 @@ class FactoryDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_rank) if trainer is not None else 0
 
-    def _seed(self, stage: str) -> int:
-        return self.hparams.seed * 1009 + self._rank() * 101 + _STAGE_OFFSET[stage]
+    def _next_seed(self, stage: str) -> int:
+        trainer = getattr(self, "trainer", None)
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        build = self._builds[(stage, epoch)]
+        self._builds[(stage, epoch)] += 1
+        entropy = [self.hparams.seed % 2**64, self._rank(), _STAGE_OFFSET[stage], epoch, build]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
-    def _views(self, stage: str, num_views: int, clean: bool) -> MultiView:
+    def _views(self, stage: str, num_views: int, clean: bool, seed: int) -> MultiView:
         hp = self.hparams
         augmented = stage == "train" or (stage == "val" and self.task == "ssl")
         names = hp.policy if augmented else "minimal"
-        return multi_view(names, num_views, hp.image_size, hp.in_chans, clean, self._seed(stage))
+        return multi_view(names, num_views, hp.image_size, hp.in_chans, clean, seed)
 
     def _indices(self, split: str, labels: np.ndarray, labeled_only: bool) -> np.ndarray:
         if split == "all":
@@ -365,8 +474,10 @@ class FactoryDataModule(L.LightningDataModule):
             )
         return indices
 
-    def _loader(self, dataset: FactoryDataset, stage: str) -> DataLoader:
+    def _loader(self, stage: str) -> DataLoader:
         hp = self.hparams
+        seed = self._next_seed(stage)
+        dataset = self._dataset(stage, seed)
         workers, train = hp.num_workers, stage == "train"
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         return DataLoader(
@@ -377,39 +488,42 @@ class FactoryDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=workers > 0 and hp.persistent_workers,
             worker_init_fn=worker_init_fn if workers > 0 else None,
-            generator=torch.Generator().manual_seed(self._seed(stage)),
+            generator=torch.Generator().manual_seed(seed),
             drop_last=train and hp.drop_last and len(dataset) >= hp.batch_size,
         )
 
-    def _dataset(self, stage: str) -> FactoryDataset:
+    def _dataset(self, stage: str, seed: int) -> FactoryDataset:
         self._require_setup()
         split = "all" if stage == "predict" else stage
         classify = self.task == "classify"
+        if classify and stage != "predict":
+            self._check_stage(
+                {"train": "fit", "val": "validate"}[stage] if stage != "test" else stage
+            )
         labels = self.train_labels if stage == "train" else self.labels
         indices = self._indices(split, labels, labeled_only=classify and stage != "predict")
         if stage in ("test", "predict"):
-            return FactoryDataset(
-                self._store, indices, labels, self._views(stage, 1, False), "image_path"
-            )
+            views = self._views(stage, 1, False, seed)
+            return FactoryDataset(self._store, indices, labels, views, "image_path")
         if classify:
             return FactoryDataset(
-                self._store, indices, labels, self._views(stage, 1, False), "image"
+                self._store, indices, labels, self._views(stage, 1, False, seed), "image"
             )
-        transform = self._views(stage, self.num_views, self.clean_view)
+        transform = self._views(stage, self.num_views, self.clean_view, seed)
         return FactoryDataset(self._store, indices, labels, transform, "views")
 
     def train_dataloader(self) -> DataLoader:
         """Training batches (augmented views for ssl, augmented images for classify)."""
-        return self._loader(self._dataset("train"), "train")
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches (augmented views for ssl, resized images for classify)."""
-        return self._loader(self._dataset("val"), "val")
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test batches ``(images, labels, paths)``, resize only."""
-        return self._loader(self._dataset("test"), "test")
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """Prediction batches ``(images, labels, paths)`` over every sample, resize only."""
-        return self._loader(self._dataset("predict"), "predict")
+        return self._loader("predict")

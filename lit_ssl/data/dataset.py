@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from lit_ssl.augment.views import MultiView
-from lit_ssl.data.io import BadImageError, convert_channels, read_raw, to_float
+from lit_ssl.data.io import BadImageError, convert_channels, decode, to_float
 
 __all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
 
@@ -33,6 +33,8 @@ class ImageStore:
         cache: Arrays decoded at setup, by path (None reads from disk every time).
         skip_bad: When a file fails to decode at run time, use the next readable one
             (with a warning) instead of raising.
+        float_scale: Divisor of float images (1 or 255); None decides per image (see
+            :func:`~lit_ssl.data.io.to_float`).
     """
 
     def __init__(
@@ -42,12 +44,14 @@ class ImageStore:
         bit_depth: int | None = None,
         cache: dict[str, np.ndarray] | None = None,
         skip_bad: bool = True,
+        float_scale: float | None = None,
     ):
         self.paths = list(paths)
         self.in_chans = in_chans
         self.bit_depth = bit_depth
         self.cache = cache
         self.skip_bad = skip_bad
+        self.float_scale = float_scale
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,10 +60,18 @@ class ImageStore:
         path = self.paths[index]
         if self.cache is not None and path in self.cache:
             return self.cache[path]
-        return read_raw(path)[0]
+        return decode(path).image  # multi-page TIFFs were named at the setup scan
 
     def image(self, index: int) -> np.ndarray:
         """float32 ``H x W x in_chans`` image in [0, 1] of sample ``index``."""
+        return self.read(index)[0]
+
+    def read(self, index: int) -> tuple[np.ndarray, int]:
+        """Image of sample ``index`` and the index it really came from.
+
+        The two differ only when the file became unreadable after setup and ``skip_bad`` is
+        set: the next readable sample is used, so its label and path must go with it.
+        """
         for attempt in range(len(self.paths)):
             current = (index + attempt) % len(self.paths)
             try:
@@ -69,7 +81,8 @@ class ImageStore:
                     raise
                 log.warning("skipping unreadable file at run time: %s", error)
                 continue
-            return convert_channels(to_float(raw, self.bit_depth), self.in_chans)
+            image = to_float(raw, self.bit_depth, self.float_scale)
+            return convert_channels(image, self.in_chans), current
         raise BadImageError("no readable image left in the dataset")
 
 
@@ -119,8 +132,8 @@ class FactoryDataset(Dataset):
         self.transform.reseed(seed)
 
     def __getitem__(self, item: int) -> tuple:
-        index = int(self.indices[item])
-        views = [_to_tensor(v) for v in self.transform(self.store.image(index))]
+        image, index = self.store.read(int(self.indices[item]))
+        views = [_to_tensor(v) for v in self.transform(image)]
         label = int(self.labels[index])
         if self.mode == "views":
             return views, label

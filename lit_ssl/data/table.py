@@ -4,14 +4,12 @@ Rules (documented in docs/data.md):
 
 - Class index 0 is the defect-free class (``good``/``ok``/``normal``) when there is one; defect
   classes follow, sorted by name. Unknown labels are -1.
-- A layout's own splits are kept, except when its train split holds fewer than two known classes
-  while the whole dataset holds more (MVTec AD: ``train/`` is all good): then, unless
-  ``keep_layout_split=True``, the whole dataset is re-split, so classifiers and online probes see
-  defects in training.
+- A layout's own splits (MVTec/VisA train/test, a CSV's split column) are kept; ``resplit=True``
+  drops them and re-splits the whole dataset (opt-in).
 - Samples without a split are split per class (stratified) with a seeded RNG: ``test_fraction`` to
   test, ``val_fraction`` to val, the rest to train. Unlabeled samples never go to test.
 - If no validation samples result (a layout with train/test only), ``val_fraction`` of train moves
-  to val, stratified.
+  to val, stratified (logged once); test is never touched.
 """
 
 from __future__ import annotations
@@ -23,7 +21,14 @@ import numpy as np
 
 from lit_ssl.data.layouts import GOOD_NAMES, Sample
 
-__all__ = ["assign_splits", "class_names_of", "encode_labels", "good_index", "hide_labels"]
+__all__ = [
+    "assign_splits",
+    "class_names_of",
+    "encode_labels",
+    "good_index",
+    "hide_labels",
+    "train_classes_message",
+]
 
 log = logging.getLogger("lit_ssl.data")
 
@@ -84,12 +89,10 @@ def _stratified(
     return chosen
 
 
-def _layout_splits(samples: list[Sample], labels: np.ndarray, keep: bool) -> np.ndarray:
+def _layout_splits(samples: list[Sample], resplit: bool) -> np.ndarray:
     splits = np.array([s.split for s in samples], dtype=object)
-    train_classes = set(labels[(splits == "train") & (labels >= 0)].tolist())
-    all_classes = set(labels[labels >= 0].tolist())
-    if not keep and (splits == "train").any() and len(train_classes) < 2 <= len(all_classes):
-        log.info("layout's train split holds one class only: re-splitting the whole dataset")
+    if resplit and (splits != None).any():  # noqa: E711 (element-wise comparison)
+        log.info("resplit=True: the layout's own splits are replaced by a stratified re-split")
         splits[:] = None
     return splits
 
@@ -100,7 +103,7 @@ def assign_splits(
     val_fraction: float,
     test_fraction: float,
     seed: int,
-    keep_layout_split: bool = False,
+    resplit: bool = False,
 ) -> np.ndarray:
     """Give every sample a split, deterministically (see the module docstring).
 
@@ -110,7 +113,7 @@ def assign_splits(
         val_fraction: Fraction of each class for validation.
         test_fraction: Fraction of each labeled class for test.
         seed: Seed of the split.
-        keep_layout_split: Keep the layout's train/test even if train holds one class only.
+        resplit: Drop the layout's own splits and split the whole dataset.
 
     Returns:
         Array of ``"train"``/``"val"``/``"test"`` strings, one per sample.
@@ -120,16 +123,42 @@ def assign_splits(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
             "and sum to less than 1"
         )
-    splits = _layout_splits(samples, labels, keep_layout_split)
+    splits = _layout_splits(samples, resplit)
     free = np.flatnonzero(splits == None)  # noqa: E711 (element-wise comparison)
     fractions = {"test": test_fraction, "val": val_fraction}
     for i, split in _stratified(free, labels, fractions, seed).items():
         splits[i] = split
     if not (splits == "val").any() and val_fraction > 0:
         train = np.flatnonzero(splits == "train")
+        if len(free) < len(splits):
+            log.info(
+                "the layout has no val split: val_fraction=%s of train moves to val", val_fraction
+            )
         for i, split in _stratified(train, labels, {"val": val_fraction}, seed + 1).items():
             splits[i] = split
     return splits.astype(str)
+
+
+def train_classes_message(labels: np.ndarray, splits: np.ndarray) -> str | None:
+    """Why a classifier cannot train on these splits, or None when it can.
+
+    Args:
+        labels: Integer labels (-1 unknown).
+        splits: Split of every sample.
+
+    Returns:
+        An error message when train holds fewer than two known classes while the dataset has
+        more (an MVTec/VisA train split is defect-free), else None.
+    """
+    train = set(labels[(splits == "train") & (labels >= 0)].tolist())
+    every = set(labels[labels >= 0].tolist())
+    if len(train) >= 2 or len(every) < 2:
+        return None
+    return (
+        f"the layout's train split holds {len(train)} class(es) but the dataset has {len(every)}: "
+        "task='classify' needs defects in training; pass resplit=True (--data.resplit true) "
+        "to re-split the whole dataset, stratified"
+    )
 
 
 def hide_labels(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -1,0 +1,300 @@
+"""Loading checkpoints without running code from them: the one place lit_ssl reads ``.ckpt``.
+
+Two rules, both enforced here:
+
+1. Files are read with ``torch.load(weights_only=True)``: tensors and plain Python values
+   only, so a pickled payload (``__reduce__``) is refused instead of executed.
+2. A class named in a checkpoint's hyperparameters (``class_path`` dicts at any depth, or
+   Lightning's ``_class_path``) is resolved only among lit_ssl's own classes: the heads of
+   ``lit_ssl.heads``, ``SSLModule``, ``DefectClassifier``, ``Backbone`` and
+   ``FactoryDataModule``. Anything else is refused before it is imported; your own classes
+   can be allowed with ``trust_class``.
+
+``load_module`` builds a LightningModule from a checkpoint under these rules;
+``SSLModule.load_from_checkpoint`` and ``DefectClassifier.load_from_checkpoint`` use it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import torch
+
+__all__ = [
+    "MODULE_KEY",
+    "UntrustedCheckpointError",
+    "check_checkpoint",
+    "head_from_description",
+    "load_checkpoint",
+    "load_from_checkpoint",
+    "load_module",
+    "load_weights_file",
+    "module_name",
+    "trust_class",
+    "trusted_class",
+    "verify_checkpoint_file",
+]
+
+MODULE_KEY = "lit_ssl_module"  # written by SSLModule / DefectClassifier.on_save_checkpoint
+HPARAM_KEYS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments")
+_ALLOWED_INSTANTIATORS = frozenset(
+    {"lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module"}
+)
+_USER_TRUSTED: dict[str, type] = {}
+
+T = TypeVar("T")
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint asked for something lit_ssl will not do: unpickle objects or import a
+    class outside its allow-list."""
+
+
+# ----------------------------------------------------------------------------- allow-list
+def _own_classes() -> list[type]:
+    from lit_ssl import heads
+    from lit_ssl.backbone import Backbone
+    from lit_ssl.classifier import DefectClassifier
+    from lit_ssl.data import FactoryDataModule
+    from lit_ssl.heads.base import SSLHead
+    from lit_ssl.module import SSLModule
+
+    own = [getattr(heads, name) for name in heads.__all__]
+    own = [c for c in own if isinstance(c, type) and issubclass(c, SSLHead) and c is not SSLHead]
+    return [*own, SSLModule, DefectClassifier, Backbone, FactoryDataModule]
+
+
+def _allow_list() -> dict[str, type]:
+    """Every accepted spelling -> class: the defining module path and the public alias."""
+    names: dict[str, type] = {}
+    for cls in _own_classes():
+        names[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        for package in ("lit_ssl", "lit_ssl.heads", "lit_ssl.data"):
+            names.setdefault(f"{package}.{cls.__name__}", cls)
+    names = {k: v for k, v in names.items() if _alias_exists(k, v)}
+    names.update(_USER_TRUSTED)
+    return names
+
+
+def _alias_exists(name: str, cls: type) -> bool:
+    import importlib
+
+    package, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(package), attr, None) is cls
+    except ImportError:
+        return False
+
+
+def trust_class(cls: type, name: str | None = None) -> None:
+    """Allow checkpoints to name ``cls`` (e.g. your own ``SSLHead``) — only for files you trust.
+
+    Args:
+        cls: the class to allow.
+        name: the spelling used in checkpoints; default ``module.QualName``.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"trust_class takes a class, got {type(cls).__name__}.")
+    _USER_TRUSTED[name or f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+
+def trusted_class(class_path: Any, where: str = "checkpoint") -> type:
+    """The allow-listed class named ``class_path``; raises without importing anything else."""
+    allowed = _allow_list()
+    if isinstance(class_path, str) and class_path in allowed:
+        return allowed[class_path]
+    heads = sorted({c.__name__ for c in allowed.values()})
+    raise UntrustedCheckpointError(
+        f"{where} names class {class_path!r} which is not one of lit_ssl's heads, modules or "
+        f"datamodules ({', '.join(heads)}); refusing to import it. If it is your own class and "
+        "you trust the file, call lit_ssl.checkpoints.trust_class(YourClass) before loading."
+    )
+
+
+# ----------------------------------------------------------------------------- checks
+def _class_paths(value: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """``(location, class_path)`` of every class reference in nested hyperparameters."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("class_path", "_class_path"):
+                yield f"{where}.{key}", item
+            elif key == "_instantiator":
+                if item not in _ALLOWED_INSTANTIATORS:
+                    raise UntrustedCheckpointError(
+                        f"{where}._instantiator is {item!r}, not Lightning's own "
+                        "instantiate_module; refusing to call it."
+                    )
+            else:
+                yield from _class_paths(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _class_paths(item, f"{where}[{i}]")
+
+
+def check_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> None:
+    """Refuse a loaded checkpoint whose hyperparameters name classes outside the allow-list."""
+    if not isinstance(checkpoint, dict):
+        raise UntrustedCheckpointError(
+            f"{source} is not a Lightning checkpoint (a dict), got {type(checkpoint).__name__}."
+        )
+    for key in HPARAM_KEYS:
+        for where, class_path in _class_paths(checkpoint.get(key, {}), key):
+            trusted_class(class_path, f"{source} ({where})")
+
+
+def _torch_load(source: str | Path | IO[bytes], map_location: Any, name: str) -> Any:
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "")
+        raise UntrustedCheckpointError(
+            f"{name} holds Python objects besides tensors and plain values ({detail.strip()}); "
+            "lit_ssl reads checkpoints with torch.load(weights_only=True) and refuses to "
+            "unpickle them. Only open checkpoints written by lit_ssl / Lightning."
+        ) from None
+
+
+def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a ``.ckpt`` safely: ``weights_only=True`` and allow-listed class names only.
+
+    Args:
+        path: checkpoint file (or an open binary file).
+        map_location: as for ``torch.load``.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UntrustedCheckpointError: the file holds pickled objects, or names a class outside
+            lit_ssl's allow-list.
+    """
+    name = str(path) if isinstance(path, str | Path) else "checkpoint stream"
+    if isinstance(path, str | Path) and not Path(path).is_file():
+        raise FileNotFoundError(f"Checkpoint {path} not found.")
+    checkpoint = _torch_load(path, map_location, name)
+    check_checkpoint(checkpoint, name)
+    return checkpoint
+
+
+def load_weights_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Read a torch weights file (a state dict, possibly wrapped) with ``weights_only=True``."""
+    return _torch_load(path, map_location, str(path))
+
+
+def verify_checkpoint_file(path: str | Path) -> None:
+    """Refuse an unsafe checkpoint before anything else (e.g. the CLI) reads its hparams."""
+    load_checkpoint(path, map_location="cpu")
+
+
+def module_name(checkpoint: dict[str, Any]) -> str | None:
+    """``"SSLModule"`` / ``"DefectClassifier"`` for a lit_ssl checkpoint, else ``None``.
+
+    Reads the marker the modules write; older checkpoints are recognised by their
+    hyperparameters (``_class_path``, a head description, or the classifier's classes).
+    """
+    marker = checkpoint.get(MODULE_KEY)
+    if isinstance(marker, str):
+        return marker
+    hparams = checkpoint.get("hyper_parameters", {}) or {}
+    class_path = hparams.get("_class_path")
+    if class_path is not None:
+        cls = trusted_class(class_path, "checkpoint (hyper_parameters._class_path)")
+        for base in ("DefectClassifier", "SSLModule"):
+            if any(k.__name__ == base for k in cls.__mro__):
+                return base
+    if "classes" in hparams and "threshold_mode" in hparams:
+        return "DefectClassifier"
+    if isinstance(hparams.get("head"), dict):
+        return "SSLModule"
+    return None
+
+
+# ----------------------------------------------------------------------------- building
+def head_from_description(description: dict[str, Any]) -> Any:
+    """Rebuild a head from ``describe_head`` output, resolving classes by the allow-list."""
+    from lit_ssl.heads.base import SSLHead
+
+    cls = trusted_class(description.get("class_path"), "head description")
+    if not issubclass(cls, SSLHead):
+        raise UntrustedCheckpointError(
+            f"head description names {cls.__name__}, which is not an lit_ssl head (SSLHead)."
+        )
+    init_args = {
+        key: head_from_description(value)
+        if isinstance(value, dict) and "class_path" in value
+        else value
+        for key, value in (description.get("init_args") or {}).items()
+    }
+    return cls(**init_args)
+
+
+def load_module(
+    cls: type[T],
+    checkpoint_path: str | Path | IO[bytes],
+    map_location: Any = None,
+    strict: bool | None = None,
+    **overrides: Any,
+) -> T:
+    """Build ``cls`` (or the allow-listed subclass the checkpoint names) from a checkpoint.
+
+    The module is constructed from the stored hyperparameters (``overrides`` win) by
+    calling the class itself: no instantiator or class named in the file is executed.
+
+    Args:
+        cls: the LightningModule class to build.
+        checkpoint_path: ``.ckpt`` file or open binary file.
+        map_location: as for ``torch.load``; default CPU.
+        strict: strict state-dict loading (default: the module's ``strict_loading``, True).
+        **overrides: hyperparameters to replace.
+    """
+    checkpoint = load_checkpoint(checkpoint_path, map_location or "cpu")
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    class_path = hparams.pop("_class_path", None)
+    target = cls if class_path is None else trusted_class(class_path, "checkpoint")
+    if not issubclass(target, cls):
+        raise UntrustedCheckpointError(
+            f"The checkpoint holds a {target.__name__}, not a {cls.__name__}: load it with "
+            f"{target.__name__}.load_from_checkpoint."
+        )
+    hparams.update(overrides)
+    accepted = inspect.signature(target.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        hparams = {k: v for k, v in hparams.items() if k in accepted}
+    module = target(**hparams)
+    module.on_load_checkpoint(checkpoint)
+    strict = module.strict_loading if strict is None else strict
+    module.load_state_dict(checkpoint["state_dict"], strict=strict)
+    return module
+
+
+def load_from_checkpoint(
+    cls: type[T],
+    checkpoint_path: str | Path | IO[bytes],
+    map_location: Any = None,
+    hparams_file: str | Path | None = None,
+    strict: bool | None = None,
+    weights_only: bool | None = None,
+    **kwargs: Any,
+) -> T:
+    """``LightningModule.load_from_checkpoint`` with lit_ssl's rules (see ``load_module``).
+
+    Raises:
+        ValueError: ``weights_only=False`` or ``hparams_file`` (neither can be made safe).
+    """
+    if weights_only is False:
+        raise ValueError(
+            "lit_ssl loads checkpoints with weights_only=True only (a pickled object could "
+            "run code); leave weights_only unset."
+        )
+    if hparams_file is not None:
+        raise ValueError(
+            "hparams_file is not supported by lit_ssl's safe loading; pass the hyperparameters "
+            "to change as keyword arguments instead."
+        )
+    return load_module(cls, checkpoint_path, map_location=map_location, strict=strict, **kwargs)
