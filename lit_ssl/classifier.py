@@ -29,6 +29,7 @@ from torchmetrics.aggregation import CatMetric
 
 from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone, load_backbone_config
+from lit_ssl.data.table import good_index
 from lit_ssl.metrics import DefectMetrics
 from lit_ssl.optim import decay_groups
 from lit_ssl.thresholds import select_threshold
@@ -266,6 +267,7 @@ class DefectClassifier(L.LightningModule):
         write_predictions: bool = True,
     ) -> None:
         super().__init__()
+        self._classes_from_data = classes is None  # good vs defect, named as the data names them
         classes = _check_classes(classes, good_class)
         self._check_options(head, loss, threshold_mode, target_recall, class_weights, classes)
         backbone = resolve_backbone(backbone, weights, in_chans, img_size)
@@ -387,10 +389,24 @@ class DefectClassifier(L.LightningModule):
             self._seen_size = size
             self.input_size.copy_(torch.tensor(size))
 
+    def _adopt_binary_names(self, names: list[str]) -> None:
+        """``classes=None``: take a two-class datamodule's names (e.g. VisA's "normal")."""
+        good = good_index(names)
+        if len(names) != len(self.classes) or good is None:
+            return
+        self.classes = names
+        self.good_index = good
+        self.hparams.update(classes=names, good_class=names[good])
+        for metrics in (self.val_metrics, self.test_metrics):
+            metrics.class_names, metrics.good_index = list(names), good
+        log.info("classifier: classes %s (from the data; good class %r)", names, names[good])
+
     def setup(self, stage: str) -> None:
         """Fail early when the datamodule's classes differ from this classifier's."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         names = getattr(datamodule, "class_names", None)
+        if names and self._classes_from_data and list(names) != self.classes:
+            self._adopt_binary_names(list(names))
         if names and list(names) != self.classes:
             raise ValueError(
                 f"The datamodule's classes {list(names)} differ from the classifier's "

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_ssl.callbacks.run_folder import RUNS_DIR, ExportOnFitEnd
+from lit_ssl.checkpoints import verify_checkpoint_file
 from lit_ssl.errors import LitSSLError
 
 __all__ = ["LitSSLCLI", "PeriodicLastCheckpoint", "newest_last_checkpoint"]
@@ -149,6 +150,19 @@ class LitSSLCLI(LightningCLI):
 
     def _subcommand_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse an unsafe ``--ckpt_path`` before Lightning reads its hyperparameters.
+
+        Lightning parses the checkpoint's ``hyper_parameters`` into the config, which
+        imports any ``class_path`` they name; ``verify_checkpoint_file`` allows only
+        lit_ssl's own classes (and tensors, with ``weights_only=True``).
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            verify_checkpoint_file(ckpt_path)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path`` (``last`` = newest run folder's) and load weights only."""

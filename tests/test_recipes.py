@@ -36,7 +36,7 @@ def test_recipe_runs_two_steps(recipe, tiny_factory_data, tmp_path, monkeypatch)
     assert config["model"]["class_path"].startswith("lit_ssl.")
     assert config["data"]["class_path"] == "lit_ssl.data.FactoryDataModule"
     args = ["fit", "--config", str(recipe), f"--data.root={tiny_factory_data}"]
-    main(args + smoke_overrides(text))
+    assert main(args + smoke_overrides(text)) == 0
     run = tmp_path / "runs" / recipe.stem / "version_0"
     assert (run / "config.yaml").is_file(), "the resolved config is saved in the run folder"
     assert (run / "metrics.csv").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -120,15 +119,11 @@ def describe_head(head: SSLHead) -> dict[str, Any]:
 
 
 def head_from_description(description: dict[str, Any]) -> SSLHead:
-    """Rebuild a head from ``describe_head`` output (as stored in checkpoints)."""
-    module_name, _, class_name = description["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    init_args = {
-        key: head_from_description(value) if _is_description(value) else value
-        for key, value in description.get("init_args", {}).items()
-    }
-    return cls(**init_args)
+    """Rebuild a head from ``describe_head`` output (as stored in checkpoints).
 
+    Classes are resolved only among lit_ssl's own heads (and those allowed with
+    ``lit_ssl.checkpoints.trust_class``); nothing else named in the description is imported.
+    """
+    from lit_ssl import checkpoints
 
-def _is_description(value: Any) -> bool:
-    return isinstance(value, dict) and "class_path" in value
+    return checkpoints.head_from_description(description)
