@@ -20,12 +20,13 @@ import inspect
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 import torch
 
 __all__ = [
     "MODULE_KEY",
+    "SafeCheckpointing",
     "UntrustedCheckpointError",
     "check_checkpoint",
     "head_from_description",
@@ -175,7 +176,10 @@ def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> 
     """
     name = str(path) if isinstance(path, str | Path) else "checkpoint stream"
     if isinstance(path, str | Path) and not Path(path).is_file():
-        raise FileNotFoundError(f"Checkpoint {path} not found.")
+        raise FileNotFoundError(
+            f"Checkpoint {path} not found.\n"
+            "Give a .ckpt written by lit-ssl fit (runs/<recipe>/version_N/checkpoints/last.ckpt)."
+        )
     checkpoint = _torch_load(path, map_location, name)
     check_checkpoint(checkpoint, name)
     return checkpoint
@@ -298,3 +302,29 @@ def load_from_checkpoint(
             "to change as keyword arguments instead."
         )
     return load_module(cls, checkpoint_path, map_location=map_location, strict=strict, **kwargs)
+
+
+class SafeCheckpointing:
+    """Mixin of lit_ssl's LightningModules: safe ``load_from_checkpoint`` and a marker.
+
+    ``on_save_checkpoint`` writes ``module_kind`` under ``MODULE_KEY`` (``lit-ssl export``
+    routes by it); ``load_from_checkpoint`` follows ``load_from_checkpoint`` above
+    (``weights_only=True``, classes only from the allow-list).
+    """
+
+    module_kind: ClassVar[str]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint with this module's kind."""
+        checkpoint[MODULE_KEY] = self.module_kind
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, **kwargs: Any
+    ) -> Any:
+        """Load safely: ``weights_only=True``, classes only from lit_ssl's allow-list.
+
+        Keyword arguments are those of Lightning's ``load_from_checkpoint`` (``strict``,
+        hyperparameter overrides); see ``lit_ssl.checkpoints.load_from_checkpoint``.
+        """
+        return load_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)

@@ -207,7 +207,7 @@ def _parse_batch(batch: Any) -> tuple[Tensor, Tensor | None, list[str] | None]:
 
 
 # --------------------------------------------------------------------------- module
-class DefectClassifier(L.LightningModule):
+class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
     """Defect classifier on a timm backbone: binary (good vs defect) or defect types.
 
     Args:
@@ -537,20 +537,7 @@ class DefectClassifier(L.LightningModule):
         return [PredictionsCSVWriter()]
 
     # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Mark the checkpoint as a DefectClassifier's (``lit-ssl export`` routes by it)."""
-        checkpoint[checkpoints.MODULE_KEY] = "DefectClassifier"
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any
-    ) -> DefectClassifier:
-        """Load safely: ``weights_only=True``, classes only from lit_ssl's allow-list.
-
-        Keyword arguments are those of Lightning's ``load_from_checkpoint`` (``strict``,
-        hyperparameter overrides); see ``lit_ssl.checkpoints.load_from_checkpoint``.
-        """
-        return checkpoints.load_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
+    module_kind = "DefectClassifier"  # the checkpoint marker ``lit-ssl export`` routes by
 
     # ------------------------------------------------------------------ metrics plumbing
     def _log_metrics(self, stage: str, metrics: DefectMetrics) -> None:

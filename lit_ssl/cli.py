@@ -130,8 +130,11 @@ def _remove_empty_run_folder(record: dict[str, Any]) -> None:
 
 
 def _stopped(stop: SystemExit) -> int:
-    """Exit code of a ``SystemExit``; Lightning's SIGTERM stop (code ``None``) becomes 143."""
+    """Exit code of a ``SystemExit`` (e.g. ``--print_config``, ``--help``); Lightning's SIGTERM
+    stop becomes 143."""
     if type(stop).__name__ != "SIGTERMException":
+        if stop.code is None or isinstance(stop.code, int):
+            return int(stop.code or 0)
         raise stop
     print(
         "lit-ssl: stopped by SIGTERM; to continue, run the same command with --ckpt_path last",

@@ -45,7 +45,7 @@ def _host_scalar(value: float | Tensor) -> Tensor:
     return value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
 
-class SSLModule(L.LightningModule):
+class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
     """Self-supervised pretraining of a timm backbone with an interchangeable head.
 
     Args:
@@ -296,20 +296,7 @@ class SSLModule(L.LightningModule):
         }
 
     # ----------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Mark the checkpoint as an SSLModule's (``lit-ssl export`` routes by it)."""
-        checkpoint[checkpoints.MODULE_KEY] = "SSLModule"
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any
-    ) -> SSLModule:
-        """Load safely: ``weights_only=True``, classes only from lit_ssl's allow-list.
-
-        Keyword arguments are those of Lightning's ``load_from_checkpoint`` (``strict``,
-        hyperparameter overrides); see ``lit_ssl.checkpoints.load_from_checkpoint``.
-        """
-        return checkpoints.load_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
+    module_kind = "SSLModule"  # the checkpoint marker ``lit-ssl export`` routes by
 
     # ----------------------------------------------------------------- export
     def export_backbone(self, path: str | Path) -> Path:

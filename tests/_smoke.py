@@ -19,6 +19,13 @@ TRAINER = [
     "--trainer.log_every_n_steps=1",
 ]
 DATA = ["--data.image_size=32", "--data.batch_size=8", "--data.num_workers=0"]
+# The smallest fit a CLI test can start: tiny backbone, 32 px, CPU, no progress bar.
+TINY = [
+    "--model.backbone=test_resnet",
+    *DATA,
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def smoke_overrides(recipe_text: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,3 +52,16 @@ def tiny_factory_data(tmp_path_factory):
     return write_synthetic_dataset(
         root, image_size=32, n_train=32, n_test_good=12, n_per_defect=6, nuisance=0.5, seed=0
     )
+
+
+@pytest.fixture(scope="session")
+def finetuned(tmp_path_factory) -> tuple[Path, Path]:
+    """(work folder, last.ckpt) of a tiny ``lit-ssl fit`` of recipes/finetune.yaml."""
+    from cli_runs import FIT, RECIPE, SIZE, run_lit_ssl, write_class_folders
+
+    work = tmp_path_factory.mktemp("finetune")
+    write_class_folders(work / "labelled")
+    run_lit_ssl(["fit", "--config", str(RECIPE), "--data.root", "labelled", *SIZE, *FIT], work)
+    checkpoint = work / "runs" / "finetune" / "version_0" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    return work, checkpoint

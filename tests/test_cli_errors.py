@@ -13,18 +13,14 @@ from pathlib import Path
 
 import pytest
 from _smoke import RECIPES
+from _smoke import TINY as SMOKE_TINY
 
 from lit_ssl.cli import _remove_empty_run_folder, main
 
 LIT_SSL = Path(sys.executable).parent / "lit-ssl"
 TINY = [
-    "--model.backbone=test_resnet",
-    "--data.image_size=32",
-    "--data.num_workers=0",
-    "--data.batch_size=8",
-    "--trainer.accelerator=cpu",
+    *SMOKE_TINY,
     "--trainer.max_steps=2",
-    "--trainer.enable_progress_bar=false",
 ]
 
 

@@ -10,21 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from _images import RNG, write_png
 
 from lit_ssl.data import FactoryDataModule, read_image
 from lit_ssl.data.io import BadImageError, list_images, read_raw
 
 SIZE = 32
-RNG = np.random.default_rng(0)
-
-
-def _png(path: Path, value: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = RNG.integers(0, 255, (20, 20, 3), endpoint=True).astype(np.uint8)
-    if value is not None:
-        image[:] = value
-    assert cv2.imwrite(str(path), image)
-    return path
 
 
 def _module(root: Path, stage: str = "fit", **kwargs) -> FactoryDataModule:
@@ -45,10 +36,10 @@ def _names(dm: FactoryDataModule) -> list[str]:
 def looped(tmp_path: Path) -> Path:
     root = tmp_path / "line3"
     for name in ("a.png", "day2/b.png", "day2/deep/c.png"):
-        _png(root / name)
+        write_png(root / name)
     os.symlink("..", root / "day2" / "deep" / "up")  # a folder loop
     os.symlink("self.png", root / "day2" / "self.png")  # a file loop
-    outside = _png(tmp_path / "elsewhere" / "d.png").parent
+    outside = write_png(tmp_path / "elsewhere" / "d.png").parent
     os.symlink(outside, root / "linked")  # an ordinary link to a folder: followed
     return root
 
@@ -77,7 +68,7 @@ def test_list_images_alone_warns_about_loops(looped: Path) -> None:
 
 def test_loop_at_the_top_of_class_folders(tmp_path: Path) -> None:
     for name in ("good/0.png", "good/1.png", "dent/0.png", "dent/1.png"):
-        _png(tmp_path / name)
+        write_png(tmp_path / name)
     os.symlink(".", tmp_path / "again")
     with pytest.warns(UserWarning, match="again: symlink loop"):
         dm = _module(tmp_path, task="classify", resplit=True)
@@ -125,7 +116,7 @@ def test_truncated_files_are_still_rejected_even_with_a_thumbnail(tmp_path: Path
 
 def test_non_finite_float_tiffs_are_bad_at_scan_time(tmp_path: Path) -> None:
     for i in range(3):
-        _png(tmp_path / f"{i}.png")
+        write_png(tmp_path / f"{i}.png")
     tifffile.imwrite(tmp_path / "nan.tif", np.full((16, 16), np.nan, np.float32))
     one_inf = np.full((16, 16), 0.5, np.float32)
     one_inf[3, 4] = np.inf
@@ -168,7 +159,7 @@ def test_float_tiffs_in_unit_range_are_untouched_and_above_255_are_bad(tmp_path:
 def test_multipage_tiff_uses_page_0_and_says_so(tmp_path: Path) -> None:
     pages = np.stack([np.full((16, 16), 10 * (i + 1), np.uint8) for i in range(5)])
     tifffile.imwrite(tmp_path / "stack.tif", pages)
-    _png(tmp_path / "plain.png")
+    write_png(tmp_path / "plain.png")
     with pytest.warns(UserWarning, match=r"only page 0 .* used") as record:
         dm = _module(tmp_path, in_chans=1)
     message = next(str(w.message) for w in record if "page 0" in str(w.message))
@@ -184,10 +175,10 @@ def test_multipage_tiff_uses_page_0_and_says_so(tmp_path: Path) -> None:
 
 def test_masks_matching_no_image_are_named(tmp_path: Path) -> None:
     for name in ("train/good/0.png", "test/good/1.png", "test/crack/000.png"):
-        _png(tmp_path / name)
-    _png(tmp_path / "ground_truth/crack/000_mask.png", 255)
-    _png(tmp_path / "ground_truth/crack/0001_mask.png", 255)  # renumbered: matches nothing
-    _png(tmp_path / "ground_truth/scratch/000_mask.png", 255)  # no test/scratch folder
+        write_png(tmp_path / name)
+    write_png(tmp_path / "ground_truth/crack/000_mask.png", 255)
+    write_png(tmp_path / "ground_truth/crack/0001_mask.png", 255)  # renumbered: matches nothing
+    write_png(tmp_path / "ground_truth/scratch/000_mask.png", 255)  # no test/scratch folder
     with pytest.warns(UserWarning, match="2 mask") as record:
         dm = _module(tmp_path)
     message = next(str(w.message) for w in record if "mask" in str(w.message))
@@ -197,7 +188,7 @@ def test_masks_matching_no_image_are_named(tmp_path: Path) -> None:
 
 
 def test_a_file_as_root_says_give_the_folder(tmp_path: Path) -> None:
-    image = _png(tmp_path / "part.png")
+    image = write_png(tmp_path / "part.png")
     with pytest.raises(ValueError, match="is a file; give the folder"):
         _module(image)
     (tmp_path / "labels.csv").write_text("path,label\npart.png,good\n")
@@ -211,8 +202,8 @@ def test_a_file_as_root_says_give_the_folder(tmp_path: Path) -> None:
 
 def test_mixed_user_folder_with_subfolders_formats_and_a_broken_file(tmp_path: Path) -> None:
     root = tmp_path / "line3"
-    _png(root / "a.png")
-    _png(root / "2024-05" / "B.PNG")
+    write_png(root / "a.png")
+    write_png(root / "2024-05" / "B.PNG")
     cv2.imwrite(str(root / "2024-05" / "c.JPG"), np.full((20, 20, 3), 90, np.uint8))
     (root / "2024-06" / "deep").mkdir(parents=True)
     tifffile.imwrite(root / "2024-06" / "deep" / "d.TIF", np.full((20, 20), 4000, np.uint16))

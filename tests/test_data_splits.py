@@ -6,23 +6,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from _images import write_png
 
 from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
 from lit_ssl.data.layouts import detect_layout, find_samples
 
 SIZE = 32
-RNG = np.random.default_rng(0)
-
-
-def _png(path: Path, value: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = RNG.integers(0, 255, (20, 20, 3), endpoint=True).astype(np.uint8)
-    if value is not None:
-        image[:] = value
-    assert cv2.imwrite(str(path), image)
 
 
 def _module(root: Path, stage: str = "fit", **kwargs) -> FactoryDataModule:
@@ -39,15 +29,15 @@ def _visa(root: Path, objects: tuple[str, ...] = ("candle", "capsules")) -> Path
     for obj in objects:
         for i in range(6):
             image = f"{obj}/Data/Images/Normal/{i:04d}.JPG"
-            _png(root / image)
+            write_png(root / image)
             rows.append(f"{obj},{'train' if i < 4 else 'test'},normal,{image},")
         for i in range(4):
             image, mask = (
                 f"{obj}/Data/Images/Anomaly/{i:03d}.JPG",
                 f"{obj}/Data/Masks/Anomaly/{i:03d}.png",
             )
-            _png(root / image)
-            _png(root / mask, 255)
+            write_png(root / image)
+            write_png(root / mask, 255)
             rows.append(f"{obj},{'train' if i < 2 else 'test'},anomaly,{image},{mask}")
         (root / obj / "image_anno.csv").write_text("image,label,mask\n")
     (root / "split_csv").mkdir(parents=True, exist_ok=True)
@@ -96,9 +86,9 @@ def test_visa_category_folder_without_split_csv_never_lists_masks(tmp_path: Path
 
 def test_auto_detection_leaves_mask_folders_out(tmp_path: Path) -> None:
     for category in ("bottle", "cable"):  # the MVTec AD root, not one category
-        _png(tmp_path / category / "train/good/0.png")
-        _png(tmp_path / category / "test/crack/0.png")
-        _png(tmp_path / category / "ground_truth/crack/0_mask.png", 255)
+        write_png(tmp_path / category / "train/good/0.png")
+        write_png(tmp_path / category / "test/crack/0.png")
+        write_png(tmp_path / category / "ground_truth/crack/0_mask.png", 255)
     with pytest.warns(UserWarning, match="left out 2 mask folder") as record:
         layout, samples = find_samples(tmp_path)
     assert layout == "unlabeled" and len(samples) == 4
@@ -114,13 +104,13 @@ def test_auto_detection_leaves_mask_folders_out(tmp_path: Path) -> None:
 
 def _mvtec(root: Path) -> Path:
     for i in range(8):
-        _png(root / f"train/good/{i:03d}.png")
+        write_png(root / f"train/good/{i:03d}.png")
     for i in range(3):
-        _png(root / f"test/good/{i:03d}.png")
+        write_png(root / f"test/good/{i:03d}.png")
     for defect in ("crack", "scratch"):
         for i in range(3):
-            _png(root / f"test/{defect}/{i:03d}.png")
-            _png(root / f"ground_truth/{defect}/{i:03d}_mask.png", 255)
+            write_png(root / f"test/{defect}/{i:03d}.png")
+            write_png(root / f"ground_truth/{defect}/{i:03d}_mask.png", 255)
     return root
 
 
@@ -152,7 +142,7 @@ def test_csv_split_column_is_kept_unless_resplit(tmp_path: Path) -> None:
     for i in range(30):
         label = "good" if i % 3 else "dent"
         split = ("train", "train", "val", "test")[i % 4]
-        _png(tmp_path / f"img/{i:02d}.png")
+        write_png(tmp_path / f"img/{i:02d}.png")
         rows.append(f"img/{i:02d}.png,{label},{split}")
         given[str((tmp_path / f"img/{i:02d}.png").resolve())] = split
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")

@@ -7,28 +7,26 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from test_predict import FIT, RECIPE, SIZE, run_lit_ssl, write_class_folders
+from test_predict import run_lit_ssl
 
 from lit_ssl.checkpoints import MODULE_KEY
 from lit_ssl.classifier import DefectClassifier
 from lit_ssl.export import read_metadata
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    work = tmp_path_factory.mktemp("export")
-    write_class_folders(work / "labelled")
-    run_lit_ssl(["fit", "--config", str(RECIPE), "--data.root", "labelled", *SIZE, *FIT], work)
-    return work / "runs" / "finetune" / "version_0" / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def checkpoint(finetuned):
+    """test_predict's fine-tuned classifier (one fit for both files)."""
+    return finetuned[1]
 
 
-def test_export_writes_classifier_onnx_into_the_run_folder(checkpoint):
+def test_export_writes_classifier_onnx_into_the_run_folder(checkpoint, capsys):
     assert torch.load(checkpoint, weights_only=True)[MODULE_KEY] == "DefectClassifier"
     run = checkpoint.parent.parent
     onnx_path = run / "classifier.onnx"
     onnx_path.unlink()  # written at the end of fit: show that export writes it again
-    result = run_lit_ssl(["export", str(checkpoint)], run)
-    assert "classifier.onnx" in result.stdout
+    result = run_lit_ssl(["export", str(checkpoint)], run, capsys)
+    assert "classifier.onnx" in result
     assert onnx_path.is_file()
 
     classifier = DefectClassifier.load_from_checkpoint(checkpoint).eval()

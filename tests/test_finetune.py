@@ -118,7 +118,7 @@ def test_resume_restores_finetuning_state(tmp_path, resume_epoch):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     reference, _ = _fit(tmp_path, 3, checkpoint=checkpoint)
     ckpt = tmp_path / "ckpt" / f"epoch={resume_epoch}-step={2 * (resume_epoch + 1)}.ckpt"
-    state = torch.load(ckpt, weights_only=False)["callbacks"]
+    state = torch.load(ckpt, weights_only=True)["callbacks"]
     meta = next(v for k, v in state.items() if "DefectFinetuning" in k)
     assert len(meta["internal_optimizer_metadata"][0]) == 2 + resume_epoch  # backbone group
     resumed, trainer = _fit(tmp_path, 3, ckpt_path=ckpt)

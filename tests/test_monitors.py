@@ -167,7 +167,7 @@ def test_finite_loss_guard_stops_and_keeps_last_good_checkpoint(tmp_path, single
     with pytest.raises(FloatingPointError, match="NaN/Inf") as error:
         trainer.fit(module, _loader())
     assert "last good checkpoint" in str(error.value)
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 4  # epochs 0-1 ended finite; nothing later was written
     assert all(
         torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point()

@@ -4,75 +4,23 @@
     lit-ssl predict --config recipes/finetune.yaml --data.root NEW_IMAGES --ckpt_path CKPT
     lit-ssl test --config recipes/finetune.yaml --ckpt_path CKPT
 
-run via subprocess on folders the test writes, with size overrides only.
+run in-process on folders the test writes, with size overrides only (tests/journeys/ types
+the same commands in a subprocess).
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml"
-LIT_SSL = Path(sys.executable).with_name("lit-ssl")
-SIZE = ["--data.image_size", "32", "--data.num_workers", "0", "--trainer.accelerator", "cpu"]
-FIT = [
-    "--model.backbone",
-    "test_resnet",
-    "--trainer.max_steps",
-    "2",
-    "--trainer.max_epochs",
-    "1",
-    "--data.batch_size",
-    "8",
-]
+from cli_runs import RECIPE, SIZE, run_lit_ssl, write_png
 
 
-def run_lit_ssl(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(
-        [str(LIT_SSL), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def write_png(path: Path, rng: np.random.Generator, defect: bool = False) -> None:
-    image = (rng.random((32, 32, 3)) * 120 + 60).astype(np.uint8)
-    if defect:
-        image[12:15, 4:28] = 255
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-
-
-def write_class_folders(root: Path, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, count in (("good", 24), ("scratch", 16)):
-        for i in range(count):
-            write_png(root / name / f"{i:02d}.png", rng, defect=name == "scratch")
-    return root
-
-
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory) -> tuple[Path, Path]:
-    """(work folder, last.ckpt) of a tiny ``lit-ssl fit`` of recipes/finetune.yaml."""
-    work = tmp_path_factory.mktemp("finetune")
-    write_class_folders(work / "labelled")
-    run_lit_ssl(["fit", "--config", str(RECIPE), "--data.root", "labelled", *SIZE, *FIT], work)
-    checkpoint = work / "runs" / "finetune" / "version_0" / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_file()
-    return work, checkpoint
-
-
-def test_predict_writes_predictions_csv_in_the_run_folder(finetuned):
+def test_predict_writes_predictions_csv_in_the_run_folder(finetuned, capsys):
     work, checkpoint = finetuned
     rng = np.random.default_rng(1)
     new = work / "new_images"
@@ -92,13 +40,14 @@ def test_predict_writes_predictions_csv_in_the_run_folder(finetuned):
         ]
         + SIZE,
         work,
+        capsys,
     )
-    written = re.search(r"Wrote 4 predictions to (\S+)", result.stdout)
-    assert written, result.stdout[-2000:]
+    written = re.search(r"Wrote 4 predictions to (\S+)", result)
+    assert written, result[-2000:]
     predictions = work / written.group(1)
     run = predictions.parent
     assert run.parent == work / "runs" / "finetune" and run.name.startswith("version_")
-    assert "broken.png" in result.stdout  # the unreadable file is named
+    assert "broken.png" in result  # the unreadable file is named
     assert (run / "skipped.txt").read_text().splitlines() == [str(new / "line2" / "broken.png")]
 
     with predictions.open() as handle:
@@ -129,12 +78,13 @@ def test_predict_writes_predictions_csv_in_the_run_folder(finetuned):
         assert float(row["defect_score"]) == pytest.approx(expected[row["path"]], abs=1e-5)
 
 
-def test_test_subcommand_with_the_checkpoint(finetuned):
+def test_test_subcommand_with_the_checkpoint(finetuned, capsys):
     work, checkpoint = finetuned
     result = run_lit_ssl(
         ["test", "--config", str(RECIPE), "--data.root", "labelled", "--ckpt_path", str(checkpoint)]
         + SIZE,
         work,
+        capsys,
     )
-    assert "test/auroc" in result.stdout
-    assert "test/threshold" in result.stdout
+    assert "test/auroc" in result
+    assert "test/threshold" in result

@@ -1,4 +1,9 @@
-"""Every recipe parses, instantiates and runs a couple of steps on generated data."""
+"""Every recipe parses (``--print_config``); two of them run a couple of steps in-process on the
+package's labelled synthetic data (online probe active).
+
+Every recipe is also run as the user types it, in a subprocess on the user's own folders, by
+``tests/journeys/`` (pretraining: test_journey_pretrain.py; finetune: test_journey_readme.py).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,18 @@ def test_there_is_a_recipe_per_head_and_the_extra_ones():
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.stem)
+def test_recipe_parses(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = recipe.read_text()
+    assert main(["fit", "--config", str(recipe), "--print_config"] + smoke_overrides(text)) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == yaml.safe_load(text)["model"]["class_path"]
+
+
+IN_PROCESS = [RECIPES / "vicreg.yaml", RECIPES / "finetune.yaml"]
+
+
+@pytest.mark.parametrize("recipe", IN_PROCESS, ids=lambda p: p.stem)
 def test_recipe_runs_two_steps(recipe, tiny_factory_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = recipe.read_text()

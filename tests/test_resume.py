@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from _smoke import RECIPES
+from _smoke import TINY as SMOKE_TINY
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -16,14 +17,9 @@ from lit_ssl.cli import main
 from lit_ssl.cli_lightning import PeriodicLastCheckpoint, newest_last_checkpoint
 
 TINY = [
-    "--model.backbone=test_resnet",
-    "--data.image_size=32",
-    "--data.num_workers=0",
-    "--data.batch_size=8",
-    "--trainer.accelerator=cpu",
+    *SMOKE_TINY,
     "--trainer.devices=1",
     "--trainer.limit_val_batches=1",
-    "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
 

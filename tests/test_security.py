@@ -7,9 +7,6 @@ tests show lit_ssl refuses it with a clear error and the marker never appears.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,10 +20,11 @@ from lit_ssl.checkpoints import (
     trust_class,
 )
 from lit_ssl.classifier import DefectClassifier
+from lit_ssl.cli import main
 from lit_ssl.heads import BYOL, Hybrid, MaskedReconstruction, SimCLR
 from lit_ssl.heads.joint_embedding import SimCLR as SimCLRDefined
 
-LIT_SSL = Path(sys.executable).with_name("lit-ssl")
+VICREG = Path(__file__).resolve().parents[1] / "recipes" / "vicreg.yaml"
 
 
 class Payload:
@@ -136,7 +134,7 @@ def test_datamodule_hyperparameters_are_checked_too(tmp_path, marker):
 
 
 @pytest.mark.parametrize("kind", ["pickled", "class_path"])
-def test_lit_ssl_export_refuses_malicious_checkpoints(tmp_path, marker, kind):
+def test_lit_ssl_export_refuses_malicious_checkpoints(tmp_path, marker, kind, capsys, monkeypatch):
     if kind == "pickled":
         path = _pickled(tmp_path, _ssl(), marker)
         expected = "refuses to unpickle"
@@ -144,13 +142,26 @@ def test_lit_ssl_export_refuses_malicious_checkpoints(tmp_path, marker, kind):
         path = tmp_path / "head.ckpt"
         torch.save(_checkpoint(_ssl(), head=_os_system(marker)), path)
         expected = "refusing to import it"
-    lit_ssl = str(LIT_SSL) if LIT_SSL.exists() else shutil.which("lit-ssl")
-    result = subprocess.run(
-        [lit_ssl, "export", str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
-    assert result.returncode != 0
-    assert expected in result.stderr, result.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    code = main(["export", str(path)])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert expected in stderr, stderr[-2000:]
     assert not list(tmp_path.glob("*.safetensors"))
+    assert not marker.exists()
+
+
+def test_ckpt_path_naming_foreign_code_is_refused_before_lightning_reads_it(
+    tmp_path, marker, capsys, monkeypatch
+):
+    checkpoint = _checkpoint(_ssl(), _class_path="os.system", command=f"touch {marker}")
+    path = tmp_path / "resume.ckpt"
+    torch.save(checkpoint, path)
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "--config", str(VICREG), "--ckpt_path", str(path)])
+    assert code == 2
+    assert "refusing to import it" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_legitimate_checkpoints_still_load(tmp_path):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from conftest import lit_ssl, small
+import pytest
+from conftest import Result, lit_ssl, run_many, small
 from PIL import Image
 
 from lit_ssl.export import read_metadata
@@ -20,16 +22,25 @@ from lit_ssl.export import read_metadata
 CKPT = "runs/finetune/version_0/checkpoints/last.ckpt"
 
 
-def test_test_the_finetuned_classifier(project, class_folders, classifier_ckpt):
+@pytest.fixture(scope="session")
+def exported(project, classifier_ckpt, journey_pool) -> tuple[Path, int | None, Future[Result]]:
+    """``lit-ssl export CKPT``, started in the background (it writes no run folder, so it can
+    overlap ``test``): (ONNX path, its mtime before, the running export)."""
+    onnx_path = classifier_ckpt.parents[1] / "classifier.onnx"
+    before = onnx_path.stat().st_mtime_ns if onnx_path.exists() else None
+    return onnx_path, before, run_many([["export", CKPT]], project, pool=journey_pool)[0]
+
+
+def test_test_the_finetuned_classifier(project, class_folders, classifier_ckpt, exported):
     args = ["test", "--config", "recipes/finetune.yaml", "--data.root", class_folders.root]
     result = lit_ssl(*args, "--ckpt_path", CKPT, *small(), cwd=project)
     assert "test/" in result.output, "no test metric reported"
 
 
-def test_export_the_classifier_to_onnx_and_run_it(project, class_folders, classifier_ckpt):
-    onnx_path = classifier_ckpt.parents[1] / "classifier.onnx"
-    before = onnx_path.stat().st_mtime_ns if onnx_path.exists() else None
-    lit_ssl("export", CKPT, cwd=project)
+def test_export_the_classifier_to_onnx_and_run_it(class_folders, exported):
+    onnx_path, before, job = exported
+    result = job.result()
+    assert result.returncode == 0, result.describe()
     assert onnx_path.is_file() and onnx_path.stat().st_mtime_ns != before, "export wrote nothing"
 
     metadata = read_metadata(onnx_path)

@@ -32,6 +32,8 @@ def test_pretrain_recipe_on_users_folder(recipe, request):
     checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2
     assert (folder / "backbone.safetensors").stat().st_size > 1000
+    assert (folder / "config.yaml").is_file(), "the resolved config is saved in the run folder"
+    assert (folder / "metrics.csv").stat().st_size > 0
     expected = "test_vit" if "heads.MAE" in recipe_text(recipe) else "test_resnet"
     assert json.loads((folder / "backbone.json").read_text())["name"] == expected
     assert "Traceback" not in result.output, result.describe()
