@@ -65,3 +65,17 @@ def finetuned(tmp_path_factory) -> tuple[Path, Path]:
     checkpoint = work / "runs" / "finetune" / "version_0" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     return work, checkpoint
+
+
+# Tests that share an expensive session fixture run in one pytest-xdist worker (``-n 2
+# --dist loadgroup`` in pyproject.toml); a session fixture is built once per worker.
+_GROUPS = {"journeys": "journeys", "test_predict.py": "finetuned"}
+_GROUPS["test_export_classifier.py"] = "finetuned"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _GROUPS.get(item.path.name) or _GROUPS.get(item.path.parent.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -28,7 +28,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"```(python|bash)\n(.*?)```", re.S)
 # installs are CI's own job (.ci/run); the test suite cannot run itself
 SKIPPED_PREFIXES = ("python3 -m venv", "pip ", ".venv/bin/pip", ".venv/bin/python -m pytest")
-DATASET = re.compile(r"/data/(?:line3_labelled|line3|mvtec_ad/\w+)")
+DATASET = re.compile(r"/data/(?:line3_labelled|line3_new|line3|mvtec_ad/\w+)")
 
 
 def _blocks(page: Path) -> list[tuple[str, str]]:

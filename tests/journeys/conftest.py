@@ -193,8 +193,8 @@ def fresh_project(tmp_path) -> Path:
 def readme_commands(substitutions: dict[str, str]) -> list[list[str]]:
     """The ``lit-ssl`` commands of README.md's "Your own images" block, folders substituted.
 
-    Continuation lines are joined and comments dropped; each ``fit`` gets the size overrides
-    appended (later flags win), nothing else changes.
+    Continuation lines are joined and comments dropped; each ``fit`` and ``predict`` gets the
+    size overrides appended (later flags win), nothing else changes.
     """
     text = (REPO / "README.md").read_text()
     section = text.split("## Your own images", 1)[1].split("\n## ", 1)[0]
@@ -206,18 +206,20 @@ def readme_commands(substitutions: dict[str, str]) -> list[list[str]]:
             continue
         assert words[0] == "lit-ssl", f"README command is not lit-ssl: {line}"
         words = [substitutions.get(w, w) for w in words[1:]]
-        if words[0] == "fit":
+        if words[0] in ("fit", "predict"):
             words += small()
         commands.append(words)
     return commands
 
 
 @pytest.fixture(scope="session")
-def readme_runs(project, unlabeled, class_folders) -> list[Result]:
-    """README "Your own images", in order: pretrain VICReg, export it, fine-tune from it."""
+def readme_runs(project, unlabeled, class_folders, new_images) -> list[Result]:
+    """README "Your own images", in order: pretrain VICReg, export it, fine-tune from it,
+    predict on new images."""
     folders = {"/data/line3": str(unlabeled.root), "/data/line3_labelled": str(class_folders.root)}
+    folders["/data/line3_new"] = str(new_images.root)
     commands = readme_commands(folders)
-    assert [c[0] for c in commands] == ["fit", "export", "fit"], commands
+    assert [c[0] for c in commands] == ["fit", "export", "fit", "predict"], commands
     return [run(args, project) for args in commands]
 
 

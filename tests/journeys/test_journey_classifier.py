@@ -1,4 +1,5 @@
-"""After fine-tuning (README journey): test it, export it to ONNX, predict on new images.
+"""After fine-tuning (README journey): test it, export it to ONNX; the README's predict on new
+images.
 
 Commands as docs/getting_started.md, docs/export.md and recipes/finetune.yaml write them, typed in
 the README journey's project folder, with the size overrides only.
@@ -56,9 +57,9 @@ def test_export_the_classifier_to_onnx_and_run_it(class_folders, exported):
     assert math.isclose(float(probabilities.sum()), 1.0, rel_tol=1e-4)
 
 
-def test_predict_on_a_folder_of_new_images(project, new_images, classifier_ckpt):
-    args = ["predict", "--config", "recipes/finetune.yaml", "--data.root", new_images.root]
-    result = lit_ssl(*args, "--ckpt_path", CKPT, *small(), cwd=project)
+def test_predict_on_a_folder_of_new_images(project, new_images, readme_runs):
+    result = readme_runs[3]  # README: lit-ssl predict --config recipes/finetune.yaml ...
+    assert result.returncode == 0, result.describe()
     written = sorted((project / "runs" / "finetune").glob("version_*/predictions.csv"))
     assert len(written) == 1, f"expected one predictions.csv in the run folder, got {written}"
     with written[0].open(newline="") as handle:
