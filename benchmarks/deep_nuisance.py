@@ -64,7 +64,7 @@ from lit_ssl.augment.transforms import (  # noqa: E402
 )
 from lit_ssl.backbone import Backbone  # noqa: E402
 from lit_ssl.callbacks import DefectFinetuning  # noqa: E402
-from lit_ssl.classifier import DefectClassifier  # noqa: E402
+from lit_ssl.classify.classifier import DefectClassifier  # noqa: E402
 from lit_ssl.data import DEFECTS, MATERIALS, generate_image, measure_energy  # noqa: E402
 from lit_ssl.heads import (  # noqa: E402
     BYOL,
@@ -751,7 +751,7 @@ strongest.
 {summary(results)}
 
 Fine-tuned defect AUROC (aligned policy only, CNN rows): after the same pretraining, the
-backbone is fine-tuned into `lit_ssl.classifier.DefectClassifier` (linear head on
+backbone is fine-tuned into `lit_ssl.classify.classifier.DefectClassifier` (linear head on
 standardised pooled features, classes good/defect, balanced cross-entropy) with the
 `DefectFinetuning` callback: {ft["epochs"]} epochs at batch {ft["batch_size"]}, AdamW lr
 {ft["lr"]:g} for the head, backbone frozen in epoch 0 and trained from epoch

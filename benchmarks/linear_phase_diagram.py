@@ -1,6 +1,6 @@
 """Benchmark 1: linear phase diagram of reconstruction vs joint-embedding.
 
-Subspace error (``lit_ssl.theory.subspace_distance`` to the true signal subspace) of
+Subspace error (``lit_ssl.diagnosis.theory.subspace_distance`` to the true signal subspace) of
 the closed-form solutions (Thms 3.1/3.2) over nuisance magnitude x augmentation
 alignment ``alpha``, with the analytic thresholds (Props 4.3/4.4) drawn on top.
 Writes a PNG and the "Linear phase diagram" section of docs/benchmarks.md.
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from docs_section import write_section  # noqa: E402
 
-from lit_ssl.linear_model import LinearModel, moments_from_views  # noqa: E402
-from lit_ssl.theory import (  # noqa: E402
+from lit_ssl.diagnosis.linear_model import LinearModel, moments_from_views  # noqa: E402
+from lit_ssl.diagnosis.theory import (  # noqa: E402
     crossover_variance,
     joint_embedding_solution,
     preferred_family,

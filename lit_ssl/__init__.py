@@ -16,8 +16,8 @@ from lit_ssl.module import SSLModule  # noqa: E402
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DefectClassifier": ("lit_ssl.classifier", "DefectClassifier"),
-    "diagnose": ("lit_ssl.diagnosis", "diagnose"),
+    "DefectClassifier": ("lit_ssl.classify.classifier", "DefectClassifier"),
+    "diagnose": ("lit_ssl.diagnosis.estimate", "diagnose"),
     "augment": ("lit_ssl.augment", None),
     "callbacks": ("lit_ssl.callbacks", None),
     "data": ("lit_ssl.data", None),

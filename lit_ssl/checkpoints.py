@@ -46,6 +46,11 @@ _ALLOWED_INSTANTIATORS = frozenset(
     {"lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module"}
 )
 _USER_TRUSTED: dict[str, type] = {}
+# Class paths of earlier versions -> where the class lives now.
+_MOVED = {
+    "lit_ssl.classifier.DefectClassifier": "lit_ssl.classify.classifier.DefectClassifier",
+    "lit_ssl.backbone.Backbone": "lit_ssl.backbone.model.Backbone",
+}
 
 T = TypeVar("T")
 
@@ -59,7 +64,7 @@ class UntrustedCheckpointError(ValueError):
 def _own_classes() -> list[type]:
     from lit_ssl import heads
     from lit_ssl.backbone import Backbone
-    from lit_ssl.classifier import DefectClassifier
+    from lit_ssl.classify.classifier import DefectClassifier
     from lit_ssl.data import FactoryDataModule
     from lit_ssl.heads.base import SSLHead
     from lit_ssl.module import SSLModule
@@ -77,6 +82,9 @@ def _allow_list() -> dict[str, type]:
         for package in ("lit_ssl", "lit_ssl.heads", "lit_ssl.data"):
             names.setdefault(f"{package}.{cls.__name__}", cls)
     names = {k: v for k, v in names.items() if _alias_exists(k, v)}
+    for legacy, current in _MOVED.items():  # checkpoints written before a module moved
+        if current in names:
+            names[legacy] = names[current]
     names.update(_USER_TRUSTED)
     return names
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_ssl.cli import main
+from lit_ssl.cli.main import main
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml"
 SIZE = ["--data.image_size", "32", "--data.num_workers", "0", "--trainer.accelerator", "cpu"]

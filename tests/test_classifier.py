@@ -20,12 +20,12 @@ from _defect_data import (
     trainer_kwargs,
 )
 
-import lit_ssl.classifier as classifier_module
+import lit_ssl.classify.classifier as classifier_module
 from lit_ssl import SSLModule
 from lit_ssl.callbacks import DefectFinetuning
-from lit_ssl.classifier import DefectClassifier, balanced_class_weights, focal_loss
+from lit_ssl.classify.classifier import DefectClassifier, balanced_class_weights, focal_loss
+from lit_ssl.classify.predictions import PredictionsCSVWriter, write_predictions_csv
 from lit_ssl.heads import VICReg
-from lit_ssl.predictions import PredictionsCSVWriter, write_predictions_csv
 
 FRACTIONS = [0.5, 0.25, 0.25]
 

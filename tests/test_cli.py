@@ -7,8 +7,8 @@ from pathlib import Path
 
 from _smoke import RECIPES, smoke_overrides
 
-from lit_ssl.cli import main, recipe_name
-from lit_ssl.quickstart import QuickstartConfig, run_quickstart
+from lit_ssl.cli.main import main, recipe_name
+from lit_ssl.cli.quickstart import QuickstartConfig, run_quickstart
 
 
 def _fit(recipe: str, data_root: Path, *extra: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from _smoke import RECIPES
 from _smoke import TINY as SMOKE_TINY
 
-from lit_ssl.cli import _remove_empty_run_folder, main
+from lit_ssl.cli.main import _remove_empty_run_folder, main
 
 LIT_SSL = Path(sys.executable).parent / "lit-ssl"
 TINY = [

@@ -12,8 +12,9 @@ import pytest
 import tifffile
 
 from lit_ssl.augment import save_policy
+from lit_ssl.cli.diagnose import main
 from lit_ssl.data import write_synthetic_dataset
-from lit_ssl.diagnosis import DiagnosisReport, diagnose, main
+from lit_ssl.diagnosis import DiagnosisReport, diagnose
 
 SMALL = dict(image_size=32, n_train=60, n_test_good=10, n_per_defect=4)
 FAST = dict(size=16, num_images=90, progress=False)

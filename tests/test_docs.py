@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from _smoke import smoke_overrides
 
-from lit_ssl.cli import main
+from lit_ssl.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -10,8 +10,8 @@ import torch
 from test_predict import run_lit_ssl
 
 from lit_ssl.checkpoints import MODULE_KEY
-from lit_ssl.classifier import DefectClassifier
-from lit_ssl.export import read_metadata
+from lit_ssl.classify.classifier import DefectClassifier
+from lit_ssl.classify.export import read_metadata
 
 
 @pytest.fixture

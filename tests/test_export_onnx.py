@@ -8,8 +8,8 @@ import pytest
 import torch
 from _defect_data import CLASSES
 
-from lit_ssl.classifier import DefectClassifier
-from lit_ssl.export import read_metadata, to_onnx
+from lit_ssl.classify.classifier import DefectClassifier
+from lit_ssl.classify.export import read_metadata, to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_export_needs_an_image_size(tmp_path):
 
 
 def test_export_is_one_self_contained_file(tmp_path):
-    from lit_ssl.classifier import DefectClassifier
+    from lit_ssl.classify.classifier import DefectClassifier
 
     classifier = DefectClassifier(backbone="test_resnet", classes=["good", "defect"])
     path = classifier.to_onnx(tmp_path / "classifier.onnx", image_size=32)

@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_ssl.callbacks import DefectFinetuning
 from lit_ssl.callbacks.finetune import layer_groups
-from lit_ssl.classifier import DefectClassifier
+from lit_ssl.classify.classifier import DefectClassifier
 
 LR = 1e-2
 

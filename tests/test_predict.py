@@ -64,7 +64,7 @@ def test_predict_writes_predictions_csv_in_the_run_folder(finetuned, capsys):
         assert score == pytest.approx(1.0 - float(row["p_good"]), abs=1e-6)
 
     # the scores are the classifier's own on the same (resize-only) inputs
-    from lit_ssl.classifier import DefectClassifier
+    from lit_ssl.classify.classifier import DefectClassifier
     from lit_ssl.data import FactoryDataModule
 
     classifier = DefectClassifier.load_from_checkpoint(checkpoint).eval()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from _smoke import RECIPES, smoke_overrides
 
-from lit_ssl.cli import main
+from lit_ssl.cli.main import main
 
 ALL_RECIPES = sorted(RECIPES.glob("*.yaml"))
 SSL_HEADS = {

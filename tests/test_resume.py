@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_ssl.cli import main
-from lit_ssl.cli_lightning import PeriodicLastCheckpoint, newest_last_checkpoint
+from lit_ssl.cli.lightning_cli import PeriodicLastCheckpoint, newest_last_checkpoint
+from lit_ssl.cli.main import main
 
 TINY = [
     *SMOKE_TINY,

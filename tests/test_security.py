@@ -19,8 +19,8 @@ from lit_ssl.checkpoints import (
     module_name,
     trust_class,
 )
-from lit_ssl.classifier import DefectClassifier
-from lit_ssl.cli import main
+from lit_ssl.classify.classifier import DefectClassifier
+from lit_ssl.cli.main import main
 from lit_ssl.heads import BYOL, Hybrid, MaskedReconstruction, SimCLR
 from lit_ssl.heads.joint_embedding import SimCLR as SimCLRDefined
 

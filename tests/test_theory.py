@@ -1,4 +1,4 @@
-"""Closed forms, thresholds and helpers of lit_ssl.theory (numpy only, seeded, fast)."""
+"""Closed forms, thresholds and helpers of lit_ssl.diagnosis.theory (numpy only, seeded, fast)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from scipy.linalg import sqrtm
 from scipy.optimize import minimize
 
-from lit_ssl.linear_model import LinearModel, moments_from_views
-from lit_ssl.theory import (
+from lit_ssl.diagnosis.linear_model import LinearModel, moments_from_views
+from lit_ssl.diagnosis.theory import (
     alignment_thresholds,
     crossover_variance,
     energy_captured,

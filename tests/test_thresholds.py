@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_ssl.thresholds import best_f1_threshold, recall_threshold, select_threshold
+from lit_ssl.classify.thresholds import best_f1_threshold, recall_threshold, select_threshold
 
 
 def _recall(scores, targets, threshold):

@@ -5,11 +5,7 @@ Public API: :func:`policy`, :data:`PRESETS`, :func:`save_policy`, :func:`load_po
 transforms :class:`IlluminationGradient`, :class:`Vignetting`, :class:`PoissonGaussianNoise`.
 """
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from lit_ssl.augment.policies import (  # noqa: E402
+from lit_ssl.augment.policies import (
     PRESETS,
     load_policy,
     policy,
@@ -17,12 +13,12 @@ from lit_ssl.augment.policies import (  # noqa: E402
     policy_to_yaml,
     save_policy,
 )
-from lit_ssl.augment.transforms import (  # noqa: E402
+from lit_ssl.augment.transforms import (
     IlluminationGradient,
     PoissonGaussianNoise,
     Vignetting,
 )
-from lit_ssl.augment.views import MultiView, multi_view  # noqa: E402
+from lit_ssl.augment.views import MultiView, multi_view
 
 __all__ = [
     "PRESETS",

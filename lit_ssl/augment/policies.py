@@ -19,15 +19,12 @@ defect).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A
+import cv2
 
-from pathlib import Path  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-
-from lit_ssl.augment.transforms import (  # noqa: E402
+from lit_ssl.augment.transforms import (
     IlluminationGradient,
     PoissonGaussianNoise,
     Vignetting,

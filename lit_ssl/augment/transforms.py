@@ -8,15 +8,11 @@ randomness from the owning ``Compose``'s RNG, so ``Compose.set_random_seed`` con
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from typing import Any  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.core.transforms_interface import BaseTransformInitSchema  # noqa: E402
+import albumentations as A
+import numpy as np
+from albumentations.core.transforms_interface import BaseTransformInitSchema
 
 __all__ = ["IlluminationGradient", "PoissonGaussianNoise", "Vignetting"]
 

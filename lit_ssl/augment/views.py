@@ -9,16 +9,12 @@ non-persistent workers, every epoch).
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A
+import numpy as np
 
-from collections.abc import Sequence  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lit_ssl.augment.policies import policy  # noqa: E402
+from lit_ssl.augment.policies import policy
 
 __all__ = ["MultiView", "multi_view"]
 

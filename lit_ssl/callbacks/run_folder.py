@@ -44,7 +44,7 @@ class ExportOnFitEnd(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        from lit_ssl.classifier import DefectClassifier
+        from lit_ssl.classify.classifier import DefectClassifier
 
         folder = run_dir(trainer)
         if isinstance(pl_module, DefectClassifier):

@@ -6,15 +6,11 @@ Public API: :class:`FactoryDataModule`, :func:`read_image`, :func:`read_raw`,
 :func:`generate_image`, :func:`measure_energy`, :data:`MATERIALS`, :data:`DEFECTS`.
 """
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from lit_ssl.data.datamodule import FactoryDataModule  # noqa: E402
-from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn  # noqa: E402
-from lit_ssl.data.io import BadImageError, list_images, read_image, read_raw  # noqa: E402
-from lit_ssl.data.layouts import LAYOUTS, Sample, detect_layout, find_samples  # noqa: E402
-from lit_ssl.data.synthetic import (  # noqa: E402
+from lit_ssl.data.datamodule import FactoryDataModule
+from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
+from lit_ssl.data.io import BadImageError, list_images, read_image, read_raw
+from lit_ssl.data.layouts import LAYOUTS, Sample, detect_layout, find_samples
+from lit_ssl.data.synthetic import (
     DEFECTS,
     MATERIALS,
     default_dataset,

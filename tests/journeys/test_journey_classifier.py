@@ -18,7 +18,7 @@ import pytest
 from conftest import Result, lit_ssl, run_many, small
 from PIL import Image
 
-from lit_ssl.export import read_metadata
+from lit_ssl.classify.export import read_metadata
 
 CKPT = "runs/finetune/version_0/checkpoints/last.ckpt"
 

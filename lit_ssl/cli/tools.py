@@ -52,7 +52,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
         module = SSLModule.load_from_checkpoint(checkpoint, map_location="cpu")
         return module.export_backbone(output or default_dir / "backbone.safetensors")
     if kind == "DefectClassifier":
-        from lit_ssl.classifier import DefectClassifier
+        from lit_ssl.classify.classifier import DefectClassifier
 
         classifier = DefectClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
         return Path(classifier.to_onnx(output or default_dir / "classifier.onnx"))
@@ -174,7 +174,7 @@ def preview_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- quickstart
 def quickstart_main(argv: list[str]) -> int:
     """``lit-ssl quickstart [--fast]``: the end-to-end main job on embedded data."""
-    from lit_ssl.quickstart import main
+    from lit_ssl.cli.quickstart import main
 
     return main(argv)
 
@@ -182,6 +182,6 @@ def quickstart_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- diagnose
 def diagnose_main(argv: list[str]) -> int:
     """``lit-ssl diagnose --data.root DIR --policy surface``: which head family fits."""
-    from lit_ssl.diagnosis import main
+    from lit_ssl.cli.diagnose import main
 
     return main(argv)

@@ -29,10 +29,11 @@ from torchmetrics.aggregation import CatMetric
 
 from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone, load_backbone_config
+from lit_ssl.classify.metrics import DefectMetrics
+from lit_ssl.classify.scoring import defect_scores
+from lit_ssl.classify.thresholds import select_threshold
 from lit_ssl.data.table import good_index
-from lit_ssl.metrics import DefectMetrics
 from lit_ssl.optim import decay_groups
-from lit_ssl.thresholds import select_threshold
 
 __all__ = [
     "DefectClassifier",
@@ -44,15 +45,6 @@ __all__ = [
 
 DEFAULT_BACKBONE = "resnet18"
 log = logging.getLogger(__name__)
-
-
-def defect_scores(logits: Tensor, good_index: int) -> tuple[Tensor, Tensor]:
-    """``(defect_score (B,), probabilities (B, C))`` with ``defect_score = 1 - p(good)``.
-
-    The single scoring rule of lit_ssl: used by validation, test, predict and ONNX export.
-    """
-    probs = logits.float().softmax(dim=1)
-    return 1.0 - probs[:, good_index], probs
 
 
 # --------------------------------------------------------------------------- losses
@@ -239,7 +231,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         save_figures: write confusion matrix / ROC PNGs into ``<log_dir>/figures``.
         write_predictions: at the end of ``trainer.predict`` write ``predictions.csv`` (and
             ``skipped.txt`` naming unreadable files) into the run folder
-            (``lit_ssl.predictions.PredictionsCSVWriter``).
+            (``lit_ssl.classify.predictions.PredictionsCSVWriter``).
     """
 
     def __init__(
@@ -527,7 +519,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         Left out when ``write_predictions=False`` or the trainer already has a
         ``PredictionsCSVWriter`` with its own path (Lightning would replace it).
         """
-        from lit_ssl.predictions import PredictionsCSVWriter
+        from lit_ssl.classify.predictions import PredictionsCSVWriter
 
         existing = self._trainer.callbacks if self._trainer is not None else []
         if not self.hparams.write_predictions or any(
@@ -580,8 +572,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         }
 
     def to_onnx(self, path: str | Path, image_size: int | Sequence[int] | None = None) -> Path:
-        """Export to ONNX (see ``lit_ssl.export.to_onnx``)."""
-        from lit_ssl.export import to_onnx
+        """Export to ONNX (see ``lit_ssl.classify.export.to_onnx``)."""
+        from lit_ssl.classify.export import to_onnx
 
         return to_onnx(self, path, image_size=image_size)
 

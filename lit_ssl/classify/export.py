@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from lit_ssl.classifier import defect_scores
+from lit_ssl.classify.scoring import defect_scores
 
 if TYPE_CHECKING:
-    from lit_ssl.classifier import DefectClassifier
+    from lit_ssl.classify.classifier import DefectClassifier
 
 __all__ = ["ScoringModel", "read_metadata", "to_onnx"]
 

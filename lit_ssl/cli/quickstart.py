@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lit_ssl.backbone import Backbone
 from lit_ssl.callbacks.finetune import DefectFinetuning
 from lit_ssl.callbacks.monitors import CollapseMonitor, EmbeddingPlot, FiniteLossGuard
-from lit_ssl.classifier import DefectClassifier
+from lit_ssl.classify.classifier import DefectClassifier
 from lit_ssl.data import FactoryDataModule
 from lit_ssl.data.synthetic import default_dataset
 from lit_ssl.heads import VICReg

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_ssl.callbacks.run_folder import RUNS_DIR, ExportOnFitEnd
 from lit_ssl.checkpoints import verify_checkpoint_file
-from lit_ssl.errors import LitSSLError
+from lit_ssl.cli.errors import LitSSLError
 
 __all__ = ["LitSSLCLI", "PeriodicLastCheckpoint", "newest_last_checkpoint"]
 

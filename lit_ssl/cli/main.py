@@ -19,9 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lit_ssl.errors import LitSSLError, UsageError, is_parser_error_text, short_parser_error
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from lit_ssl.cli.errors import LitSSLError, UsageError, is_parser_error_text, short_parser_error
 
 __all__ = ["main", "recipe_name"]
 
@@ -43,7 +41,7 @@ def recipe_name(argv: Sequence[str]) -> str:
 
 
 def _lightning_cli(argv: list[str], record: dict[str, Any]) -> None:
-    from lit_ssl.cli_lightning import LitSSLCLI
+    from lit_ssl.cli.lightning_cli import LitSSLCLI
 
     # argv is sys.argv less --debug; Lightning warns when both are given.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -51,7 +49,7 @@ def _lightning_cli(argv: list[str], record: dict[str, Any]) -> None:
 
 
 def _tools() -> dict[str, Callable[[list[str]], int | None]]:
-    from lit_ssl import tools
+    from lit_ssl.cli import tools
 
     return {
         "export": tools.export_main,

@@ -6,7 +6,7 @@ nuisance (variances ``nuisance_var``). Views are ``tau(x) = x + theta + alpha * 
 with ``theta ~ N(0, U diag(theta_var) U')`` and ``gamma ~ N(0, Gamma)``, ``Gamma`` the
 nuisance covariance (alignment ``alpha``: how well augmentations re-sample it).
 :meth:`LinearModel.population` gives the exact moments that feed
-:mod:`lit_ssl.theory`; :meth:`LinearModel.sample` and :func:`moments_from_views`
+:mod:`lit_ssl.diagnosis.theory`; :meth:`LinearModel.sample` and :func:`moments_from_views`
 give finite-sample ones.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from lit_ssl.theory import alignment_thresholds
+from lit_ssl.diagnosis.theory import alignment_thresholds
 
 Array = NDArray[np.float64]
 
@@ -43,7 +43,7 @@ class Moments:
     G: Array
 
     def reconstruction_args(self) -> tuple[Array, Array, Array]:
-        """``(X, X_mean, Sigma')`` for :func:`lit_ssl.theory.reconstruction_solution`.
+        """``(X, X_mean, Sigma')`` for :func:`lit_ssl.diagnosis.theory.reconstruction_solution`.
 
         ``Sigma' = S - X̄'X̄/n`` makes ``C = X̄'X̄/n + Sigma'`` equal ``S``. With exact
         moments ``Sigma' = Sigma``; with ``m`` sampled views the mean view carries
@@ -165,7 +165,7 @@ class LinearModel:
         return (self.basis * np.asarray(var, dtype=np.float64)) @ self.basis.T
 
     def thresholds(self) -> tuple[float, float]:
-        """``(alpha2_rc, alpha2_je)`` of :func:`lit_ssl.theory.alignment_thresholds`."""
+        """``(alpha2_rc, alpha2_je)`` of :func:`lit_ssl.diagnosis.theory.alignment_thresholds`."""
         return alignment_thresholds(self.signal_var, self.theta_var, self.gamma_var)
 
     def population(self, alpha: float) -> Moments:

@@ -1,0 +1,9 @@
+"""The backbone: any timm model behind one interface (pooled and dense features, normalisation
+inside, weights loading).
+
+``model.py`` holds ``Backbone`` and the weights/config files it reads.
+"""
+
+from lit_ssl.backbone.model import Backbone, load_backbone_config
+
+__all__ = ["Backbone", "load_backbone_config"]

@@ -1,0 +1,12 @@
+"""Which SSL family suits a dataset: the paper's closed forms and the ``diagnose`` estimate.
+
+``theory.py`` (closed forms and alignment thresholds, numpy in/out; public as
+``lit_ssl.theory``), ``linear_model.py`` (moments of augmented views for the linear model),
+``estimate.py`` (``diagnose``: measure a dataset and apply the theory), ``report.py`` (the
+decision and its Markdown/JSON report). The command line is ``lit_ssl.cli.diagnose``.
+"""
+
+from lit_ssl.diagnosis.estimate import diagnose
+from lit_ssl.diagnosis.report import DiagnosisReport
+
+__all__ = ["DiagnosisReport", "diagnose"]
