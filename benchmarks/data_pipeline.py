@@ -13,45 +13,34 @@ For each image size (64 and 128 px) and DataLoader worker count (0, 1, 2):
 
 Reported: data wait as a fraction of the step time (sum of waits / sum of step times over
 the timed steps, so that bursty waits count in full), images/s of each. Writes the "Data
-pipeline" section of docs/benchmarks.md and docs/img/data_pipeline.png.
+pipeline" section of docs/benchmarks.md (prose: benchmarks/templates/data_pipeline.md), its
+numbers (docs/data_pipeline.json) and docs/img/data_pipeline.png.
 
     python benchmarks/data_pipeline.py --quick    # about 2 minutes
     python benchmarks/data_pipeline.py            # about 6 minutes
+    python benchmarks/data_pipeline.py --report-only   # re-render from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import shlex
 import statistics
-import sys
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import common  # first: the repository on sys.path, the Agg backend, no albumentations check
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+# isort: split
+import lightning as L
+import loader_throughput
+import matplotlib.pyplot as plt
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from lit_ssl import SSLModule
+from lit_ssl.heads import VICReg
 
-import lightning as L  # noqa: E402
-import loader_throughput  # noqa: E402
-from docs_section import write_section  # noqa: E402
-from speed import CycleBatches, machine_note  # noqa: E402
-
-from lit_ssl import SSLModule  # noqa: E402
-from lit_ssl.data import FactoryDataModule  # noqa: E402
-from lit_ssl.heads import VICReg  # noqa: E402
-
-SECTION = "## Data pipeline"
 Split = tuple[list[float], list[float]]  # per-step (data waits, computes) in seconds
 
 
@@ -61,73 +50,35 @@ class Row:
 
     size: int
     workers: int | None  # None: pre-made in-memory batches (compute only)
-    loader_ips: float  # loader-only images/s (nan for in-memory)
+    loader_ips: float | None  # loader-only images/s (None for in-memory)
     train_ips: float  # training images/s over the timed steps
     wait_fraction: float  # sum(data wait) / sum(step time)
     wait_ms: float  # median data wait per step
     compute_ms: float  # median compute per step
 
 
-class _BatchClock(L.Callback):
-    """Wall-clock stamps of every batch start and end."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.ends: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
-        self.starts.append(time.perf_counter())
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
-        self.ends.append(time.perf_counter())
+def _trainer(steps: int, clock: common.BatchClock) -> L.Trainer:
+    return common.cpu_trainer([clock], max_steps=steps, limit_val_batches=0)
 
 
-def _trainer(steps: int, clock: _BatchClock) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[clock],
-    )
-
-
-def _split(clock: _BatchClock, warmup: int) -> Split:
+def _split(clock: common.BatchClock, warmup: int) -> Split:
     """Per-step (wait, compute) seconds after ``warmup`` steps; wait = end[i-1] -> start[i]."""
     waits, computes = [], []
     for i in range(max(1, warmup), len(clock.ends)):
-        waits.append(clock.starts[i] - clock.ends[i - 1])
-        computes.append(clock.ends[i] - clock.starts[i])
+        waits.append(clock.starts[i][0] - clock.ends[i - 1][0])
+        computes.append(clock.ends[i][0] - clock.starts[i][0])
     return waits, computes
 
 
 def _module(args: argparse.Namespace) -> SSLModule:
-    torch.manual_seed(0)
+    common.seed(0)
     return SSLModule(args.backbone, head=VICReg())
-
-
-def _datamodule(root: Path, size: int, workers: int, args: argparse.Namespace) -> FactoryDataModule:
-    return FactoryDataModule(
-        root=str(root),
-        image_size=size,
-        batch_size=args.batch_size,
-        num_workers=workers,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        cache_images=args.cache,
-        pin_memory=False,
-    )
 
 
 def train_with_loader(root: Path, size: int, workers: int, args: argparse.Namespace) -> Split:
     """Real ``fit`` on FactoryDataModule; returns (waits, computes) of the timed steps."""
-    clock = _BatchClock()
-    dm = _datamodule(root, size, workers, args)
+    clock = common.BatchClock()
+    dm = common.factory_datamodule(root, size, args.batch_size, workers, args.cache)
     _trainer(args.warmup + args.steps, clock).fit(_module(args), datamodule=dm)
     return _split(clock, args.warmup)
 
@@ -140,12 +91,12 @@ def train_in_memory(size: int, args: argparse.Namespace) -> Split:
         for _ in range(2)
     ]
     total = args.warmup + args.steps
-    clock = _BatchClock()
-    _trainer(total, clock).fit(_module(args), train_dataloaders=CycleBatches(batches, total))
+    clock = common.BatchClock()
+    _trainer(total, clock).fit(_module(args), train_dataloaders=common.CycleBatches(batches, total))
     return _split(clock, args.warmup)
 
 
-def _row(size: int, workers: int | None, loader_ips: float, split: Split, bs: int) -> Row:
+def _row(size: int, workers: int | None, loader_ips: float | None, split: Split, bs: int) -> Row:
     waits, computes = split
     total = sum(waits) + sum(computes)
     return Row(
@@ -162,12 +113,11 @@ def _row(size: int, workers: int | None, loader_ips: float, split: Split, bs: in
 def measure(root: Path, args: argparse.Namespace) -> list[Row]:
     """Every configuration, in-memory first at each size."""
     rows = []
-    loader_args = argparse.Namespace(batch_size=args.batch_size, cache=args.cache)
     for size in args.sizes:
-        rows.append(_row(size, None, float("nan"), train_in_memory(size, args), args.batch_size))
+        rows.append(_row(size, None, None, train_in_memory(size, args), args.batch_size))
         print(_fmt(rows[-1]), flush=True)
         for workers in args.workers:
-            loader_ips = loader_throughput.measure(root, size, workers, loader_args)
+            loader_ips = loader_throughput.measure(root, size, workers, args.batch_size, args.cache)
             split = train_with_loader(root, size, workers, args)
             rows.append(_row(size, workers, loader_ips, split, args.batch_size))
             print(_fmt(rows[-1]), flush=True)
@@ -176,8 +126,9 @@ def measure(root: Path, args: argparse.Namespace) -> list[Row]:
 
 def _fmt(r: Row) -> str:
     src = "in-memory" if r.workers is None else f"{r.workers} workers"
+    loader = "      —" if r.loader_ips is None else f"{r.loader_ips:7.1f}"
     return (
-        f"{r.size:>4} px {src:<10} loader {r.loader_ips:7.1f} img/s | train {r.train_ips:6.1f} "
+        f"{r.size:>4} px {src:<10} loader {loader} img/s | train {r.train_ips:6.1f} "
         f"img/s, data wait {100 * r.wait_fraction:5.1f}% (median wait {r.wait_ms:.1f} ms, "
         f"compute {r.compute_ms:.0f} ms)"
     )
@@ -185,19 +136,23 @@ def _fmt(r: Row) -> str:
 
 def table(rows: list[Row]) -> str:
     """Markdown table of every configuration."""
-    lines = [
-        "| image size | data | loader-only img/s | training img/s | data wait / step time "
-        "| median wait ms | median compute ms |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+    header = [
+        "image size", "data", "loader-only img/s", "training img/s", "data wait / step time",
+        "median wait ms", "median compute ms",
+    ]  # fmt: skip
+    cells = [
+        [
+            f"{r.size} px",
+            "in-memory tensors" if r.workers is None else f"{r.workers} workers",
+            "—" if r.workers is None else f"{r.loader_ips:.0f}",
+            f"{r.train_ips:.1f}",
+            f"{100 * r.wait_fraction:.1f}%",
+            f"{r.wait_ms:.1f}",
+            f"{r.compute_ms:.0f}",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        src = "in-memory tensors" if r.workers is None else f"{r.workers} workers"
-        loader = "—" if r.workers is None else f"{r.loader_ips:.0f}"
-        lines.append(
-            f"| {r.size} px | {src} | {loader} | {r.train_ips:.1f} | {100 * r.wait_fraction:.1f}% "
-            f"| {r.wait_ms:.1f} | {r.compute_ms:.0f} |"
-        )
-    return "\n".join(lines)
+    return common.markdown_table(header, ["---:", "---", *["---:"] * 5], cells)
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -224,9 +179,7 @@ def plot(rows: list[Row], path: Path) -> None:
     )
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def verdict(rows: list[Row]) -> str:
@@ -259,46 +212,17 @@ def verdict(rows: list[Row]) -> str:
     )
 
 
-def section_text(
-    tab: str, args: argparse.Namespace, source: str, cmd: str, elapsed: float, rows: list[Row]
-) -> str:
-    """The markdown section for docs/benchmarks.md."""
-    img = Path("img") / args.img.name
+def section_text(results: dict, rows: list[Row]) -> str:
+    """The markdown section for docs/benchmarks.md, from the stored numbers."""
     cache = {None: "automatic in-memory cache", True: "in-memory cache", False: "no cache"}
-    return f"""{SECTION}
-
-Does the two-view `surface` policy keep up with training? `FactoryDataModule(task="ssl")`
-({cache[args.cache]}) on {source}, batch {args.batch_size}, feeding
-`SSLModule("{args.backbone}", head=VICReg())` under `lightning.Trainer` on the CPU (torch
-threads {torch.get_num_threads()} in the training process, one per worker). A callback
-timestamps `on_train_batch_start`/`on_train_batch_end`: the gap between the end of one
-batch and the start of the next is the data wait (the loader's `next()`, which with
-workers only waits for batches not ready yet, plus Lightning's bookkeeping: the
-"in-memory tensors" rows show that floor), the rest is compute. The first
-{args.warmup} steps (worker start-up) are excluded, then {args.steps} steps are timed.
-Loader-only throughput comes from `benchmarks/loader_throughput.py`'s `measure` (one
-timed epoch after a warm-up epoch, no model).
-
-* Command: `{cmd}` ({elapsed / 60:.1f} min)
-* Machine: {machine_note()}.
-
-![data pipeline]({img})
-
-{tab}
-
-{verdict(rows)}
-
-How to read it: "data wait / step time" is the total wait over the total step time of the
-timed steps (waits are bursty with workers, so a median would hide them). When the
-loader-only rate is well above the training rate, workers hide the augmentation behind
-the step and the wait falls to the in-memory floor; with 0 workers the augmentation runs
-in the training process and adds its full cost to every step. On this 2-core machine
-(shared with other jobs, so numbers vary run to run: compare the compute column, which
-moves with the machine's load, not with the loader) workers also compete with the
-training step for the same cores, so extra workers cannot make the sum of both faster
-than the cores allow: on a GPU machine the step leaves the CPU to the workers, and the
-step is much shorter, so there compare the loader-only rate with the GPU's images/s.
-"""
+    return common.render(
+        "data_pipeline",
+        results,
+        cache=cache[results["cache"]],
+        minutes=f"{results['elapsed_s'] / 60:.1f}",
+        table=table(rows),
+        verdict=verdict(rows),
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -316,42 +240,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (worker start-up)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 12, quick 8)")
     p.add_argument("--cache", default=None, choices=[None, "yes", "no"], help="default: auto")
-    p.add_argument("--img", type=Path, default=ROOT / "docs/img/data_pipeline.png")
-    p.add_argument("--md", type=Path, default=ROOT / "docs/benchmarks.md")
-    p.add_argument("--no-write", action="store_true", help="print only")
-    args = p.parse_args(argv)
+    common.add_output_options(p, "data_pipeline")
+    args = common.parse_output_options(p, argv, "data_pipeline")
     args.sizes = args.sizes or ([64] if args.quick else [64, 128])
     args.steps = args.steps or (8 if args.quick else 12)
     args.cache = {None: None, "yes": True, "no": False}[args.cache]
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Write a synthetic dataset (unless ``--root``), measure, write table and chart."""
-    args = parse_args(argv)
+def measure_all(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Write a synthetic dataset (unless ``--root``) and measure: the section's numbers."""
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", ".*(does not have many workers|LeafSpec).*")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    common.quiet()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        ns = argparse.Namespace(root=args.root, images=args.images, source_size=args.source_size)
-        root = loader_throughput._dataset(ns, Path(scratch))
+        root = common.synthetic_root(args.root, args.images, args.source_size, Path(scratch))
         rows = measure(root, args)
-    elapsed = time.perf_counter() - t0
-    source = (
-        f"`{args.root}`"
-        if args.root
-        else f"{args.images} synthetic {args.source_size}-px RGB PNGs (`write_synthetic_dataset`)"
+    synthetic = (
+        f"{args.images} synthetic {args.source_size}-px RGB PNGs (`write_synthetic_dataset`)"
     )
-    tab = table(rows)
-    print(tab)
-    print(f"done in {elapsed / 60:.1f} min")
-    if args.no_write:
-        return
-    plot(rows, args.img)
-    cmd = "python benchmarks/data_pipeline.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    write_section(args.md, section_text(tab, args, source, cmd.strip(), elapsed, rows), SECTION)
-    print(f"wrote {args.img} and the '{SECTION}' section of {args.md}")
+    return {
+        "command": common.command("data_pipeline", argv),
+        "elapsed_s": time.perf_counter() - t0,
+        "source": f"`{args.root}`" if args.root else synthetic,
+        "cache": args.cache,
+        "batch_size": args.batch_size,
+        "backbone": args.backbone,
+        "threads": torch.get_num_threads(),
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "machine": common.machine_note(),
+        "img": str(Path("img") / args.img.name),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure (unless ``--report-only``), write the table, chart and numbers."""
+    args = parse_args(argv)
+    results = common.load_json(args.json) if args.report_only else measure_all(args, argv)
+    rows = [Row(**r) for r in results["rows"]]
+    print(table(rows))
+    print(f"done in {results['elapsed_s'] / 60:.1f} min")
+    common.publish(args, results, lambda: section_text(results, rows), lambda: plot(rows, args.img))
 
 
 if __name__ == "__main__":

@@ -3,33 +3,29 @@
 Subspace error (``lit_ssl.diagnosis.theory.subspace_distance`` to the true signal subspace) of
 the closed-form solutions (Thms 3.1/3.2) over nuisance magnitude x augmentation
 alignment ``alpha``, with the analytic thresholds (Props 4.3/4.4) drawn on top.
-Writes a PNG and the "Linear phase diagram" section of docs/benchmarks.md.
+Writes a PNG, the numbers (docs/linear_phase_diagram.json) and the "Linear phase diagram"
+section of docs/benchmarks.md (prose: benchmarks/templates/linear_phase_diagram.md).
 
     python benchmarks/linear_phase_diagram.py            # population limit
     python benchmarks/linear_phase_diagram.py --samples 20000   # finite-n moments
+    python benchmarks/linear_phase_diagram.py --grid 8   # smoke run (table unchanged)
+    python benchmarks/linear_phase_diagram.py --report-only   # re-render from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import common  # first: the repository on sys.path, the Agg backend, no albumentations check
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# isort: split
+import matplotlib.pyplot as plt
+import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from docs_section import write_section  # noqa: E402
-
-from lit_ssl.diagnosis.linear_model import LinearModel, moments_from_views  # noqa: E402
-from lit_ssl.diagnosis.theory import (  # noqa: E402
+from lit_ssl.diagnosis.linear_model import LinearModel, moments_from_views
+from lit_ssl.diagnosis.theory import (
     crossover_variance,
     joint_embedding_solution,
     preferred_family,
@@ -42,7 +38,6 @@ NUISANCE_PROFILE = np.linspace(1.0, 0.4, 12)  # d - k = 12, scaled by the magnit
 # augmentation noise theta: stronger on the signal (augmentations also perturb content)
 THETA = np.r_[np.full(SIGNAL.size, 0.3), np.full(NUISANCE_PROFILE.size, 0.05)]
 TABLE_MAGNITUDES = (0.1, 0.3, 0.5, 1.0, 3.0, 10.0, 100.0, 1000.0)
-SECTION = "## Linear phase diagram"
 
 
 def make_model(magnitude: float, seed: int) -> LinearModel:
@@ -111,57 +106,52 @@ def plot(mags: np.ndarray, alphas: np.ndarray, grid: np.ndarray, path: Path, see
     axes[0].set_ylabel(r"alignment $\alpha$")
     axes[1].legend(loc="lower right", fontsize=8, framealpha=0.6)
     fig.colorbar(mesh, ax=axes, label="subspace error (1 - overlap with signal)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
-def table(seed: int, samples: int) -> str:
-    """Markdown table: thresholds (analytic vs bisection) and errors at alpha 0 and 1."""
-    rows = [
-        "| nuisance magnitude | α² RC (Prop 4.3) | α² RC measured | α² JE (Prop 4.4) "
-        "| α² JE measured | lower threshold | error RC / JE at α=0 | error RC / JE at α=1 |",
-        "|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
+def measure_table(seed: int, samples: int) -> list[dict]:
+    """Per table magnitude: thresholds (analytic vs bisection) and errors at alpha 0 and 1."""
+    rows = []
     for mag in TABLE_MAGNITUDES:
         model = make_model(mag, seed)
         rc, je = model.thresholds()
-        e0, e1 = errors(model, 0.0, samples, seed), errors(model, 1.0, samples, seed)
-        fam = preferred_family(model.signal_var, model.theta_var, model.gamma_var)
-        fam += " (neither needs any)" if max(rc, je) <= 0 else ""
+        family = preferred_family(model.signal_var, model.theta_var, model.gamma_var)
         rows.append(
-            f"| {mag:g} | {rc:.6g} | {measured_threshold(model, 0):.6g} | {je:.6g} "
-            f"| {measured_threshold(model, 1):.6g} | {fam} | {e0[0]:.2f} / {e0[1]:.2f} "
-            f"| {e1[0]:.2f} / {e1[1]:.2f} |"
+            {
+                "magnitude": mag,
+                "rc": float(rc),
+                "rc_measured": measured_threshold(model, 0),
+                "je": float(je),
+                "je_measured": measured_threshold(model, 1),
+                "family": family + (" (neither needs any)" if max(rc, je) <= 0 else ""),
+                "error_alpha0": [float(e) for e in errors(model, 0.0, samples, seed)],
+                "error_alpha1": [float(e) for e in errors(model, 1.0, samples, seed)],
+            }
         )
-    return "\n".join(rows)
+    return rows
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--grid", type=int, default=80, help="grid points per axis")
-    p.add_argument("--samples", type=int, default=0, help="0 = population limit, else n")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--img", type=Path, default=ROOT / "docs/img/linear_phase_diagram.png")
-    p.add_argument("--md", type=Path, default=ROOT / "docs/benchmarks.md")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    t0 = time.perf_counter()
-    mags = np.geomspace(1e-2, 1e3, args.grid)
-    alphas = np.geomspace(1e-2, 1e2, args.grid)
-    grid = phase_grid(mags, alphas, args.samples, args.seed)
-    plot(mags, alphas, grid, args.img, args.seed)
-    tab = table(args.seed, args.samples)
-    elapsed = time.perf_counter() - t0
-    cmd = "python benchmarks/linear_phase_diagram.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    print(tab)
-    print(f"done in {elapsed:.1f} s -> {args.img}, {args.md}")
-    write_section(args.md, section_text(tab, cmd.strip(), elapsed, args), SECTION)
+def table(rows: list[dict]) -> str:
+    """Markdown table of :func:`measure_table`'s rows."""
+    header = [
+        "nuisance magnitude", "α² RC (Prop 4.3)", "α² RC measured", "α² JE (Prop 4.4)",
+        "α² JE measured", "lower threshold", "error RC / JE at α=0", "error RC / JE at α=1",
+    ]  # fmt: skip
+    align = ["---:"] * 5 + ["---"] + ["---:"] * 2
+    cells = [
+        [
+            f"{r['magnitude']:g}",
+            f"{r['rc']:.6g}",
+            f"{r['rc_measured']:.6g}",
+            f"{r['je']:.6g}",
+            f"{r['je_measured']:.6g}",
+            r["family"],
+            "{:.2f} / {:.2f}".format(*r["error_alpha0"]),
+            "{:.2f} / {:.2f}".format(*r["error_alpha1"]),
+        ]  # fmt: skip
+        for r in rows
+    ]
+    return common.markdown_table(header, align, cells)
 
 
 def je_saturation() -> float:
@@ -170,55 +160,66 @@ def je_saturation() -> float:
     return (1 - delta) / delta
 
 
-def section_text(tab: str, cmd: str, elapsed: float, args: argparse.Namespace) -> str:
-    """The markdown section for docs/benchmarks.md."""
-    limit = "population limit" if not args.samples else f"n = {args.samples} samples, 2 views"
-    img = Path("img") / args.img.name
-    return f"""{SECTION}
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", type=int, default=80, help="grid points per axis")
+    p.add_argument("--samples", type=int, default=0, help="0 = population limit, else n")
+    p.add_argument("--seed", type=int, default=0)
+    common.add_output_options(p, "linear_phase_diagram")
+    return common.parse_output_options(p, argv, "linear_phase_diagram")
 
-Closed-form linear SSL (Van Assel et al. 2025, arXiv 2505.12477) on the paper's
-signal + nuisance model, {limit}: k = {SIGNAL.size} signal components with variances
-{", ".join(f"{s:g}" for s in SIGNAL)}, {NUISANCE_PROFILE.size} nuisance components with
-variances `magnitude * linspace(1, 0.4, {NUISANCE_PROFILE.size})`, augmentation
-`tau(x) = x + theta + alpha * gamma` with `Theta` = {THETA[0]:g} on the signal and
-{THETA[-1]:g} on the nuisance components and `gamma` drawn like the nuisance, all in
-a random orthogonal basis (seed {args.seed}). Colour: subspace error of the encoder
-`E` = `subspace_distance(E, signal, cov=data covariance)` = 1 - mean squared canonical
-correlation between `E x` and the signal coordinates (0: signal recovered; 0.25 per
-lost component; in the population limit it equals the plain principal-angle distance).
-Curves: the analytic `alpha` thresholds of Props 4.3/4.4 (they stop where the
-threshold reaches 0: left of that no alignment is needed); the dotted line is the
-Corollary 4.5 crossover `eta^2/delta` = {crossover_variance(SIGNAL, THETA):g}.
 
-![linear phase diagram]({img})
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Phase grid (plotted), table rows and the model's constants: what the section shows."""
+    t0 = time.perf_counter()
+    mags = np.geomspace(1e-2, 1e3, args.grid)
+    alphas = np.geomspace(1e-2, 1e2, args.grid)
+    grid = phase_grid(mags, alphas, args.samples, args.seed)
+    if not args.no_write:
+        plot(mags, alphas, grid, args.img, args.seed)
+    rows = measure_table(args.seed, args.samples)
+    return {
+        "command": common.command("linear_phase_diagram", argv),
+        "elapsed_s": time.perf_counter() - t0,
+        "grid": args.grid,
+        "samples": args.samples,
+        "seed": args.seed,
+        "img": str(Path("img") / args.img.name),
+        "signal": SIGNAL.tolist(),
+        "nuisance_components": int(NUISANCE_PROFILE.size),
+        "theta_signal": float(THETA[0]),
+        "theta_nuisance": float(THETA[-1]),
+        "crossover": float(crossover_variance(SIGNAL, THETA)),
+        "je_saturation": je_saturation(),
+        "rows": rows,
+    }
 
-"Measured" thresholds are found by bisection on the closed forms (population limit),
-independently of the formulas; "lower threshold" is the family that needs less
-alignment (Corollary 4.5).
 
-{tab}
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = common.load_json(args.json) if args.report_only else measure(args, argv)
+    tab = table(results["rows"])
+    print(tab)
+    print(f"done in {results['elapsed_s']:.1f} s")
+    common.publish(args, results, lambda: section_text(results, tab))
 
-Reading: the reconstruction threshold grows linearly with nuisance magnitude
-(`lambda^Gamma/eta^2`), the joint-embedding one saturates at `(1 - delta)/delta`
-= {je_saturation():.3g}; below the crossover reconstruction needs less alignment
-(here none at all, while joint-embedding needs some because the augmentation also
-perturbs the signal), above it joint-embedding does, by orders of magnitude at high
-nuisance. With no alignment (alpha = 0) both lose the signal as soon as the nuisance
-outranks it. The heatmap edges coincide with the analytic curves, and the bisection
-thresholds match Props 4.3/4.4 to the printed precision.
 
-Command ({args.grid}x{args.grid} grid, {elapsed:.1f} s on 2 CPU cores):
-
-    {cmd}
-
-`--samples N` recomputes everything from `N` sampled points with 2 views each
-(`moments_from_views`, `Moments.reconstruction_args`) instead of the exact moments.
-With `--samples 20000 --grid 40` (1.5-3.5 min on 2 cores) the table is unchanged to two
-decimals (errors within 0.03) and the joint-embedding boundary matches Prop 4.4; the
-sampled reconstruction boundary follows Prop 4.3 up to magnitude ~10 and sits up to
-~2x lower in `alpha` at magnitudes >= 100, a finite-sample effect not covered by the
-population theory.
-"""
+def section_text(results: dict, tab: str) -> str:
+    """The "Linear phase diagram" section, from the stored numbers."""
+    samples = results["samples"]
+    return common.render(
+        "linear_phase_diagram",
+        results,
+        limit="population limit" if not samples else f"n = {samples} samples, 2 views",
+        k=len(results["signal"]),
+        signal=", ".join(f"{s:g}" for s in results["signal"]),
+        theta_signal=f"{results['theta_signal']:g}",
+        theta_nuisance=f"{results['theta_nuisance']:g}",
+        crossover=f"{results['crossover']:g}",
+        table=tab,
+        je_saturation=f"{results['je_saturation']:.3g}",
+        seconds=f"{results['elapsed_s']:.1f}",
+    )
 
 
 if __name__ == "__main__":

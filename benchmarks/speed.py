@@ -15,10 +15,13 @@ Implementations are measured alternately (ours, bare, lightly, ours, bare, light
 for several rounds so that load changes on a shared machine hit all of them alike; each
 block discards its warm-up steps. Per step we record wall-clock and process CPU time;
 the table reports medians and throughput ratios. Writes the "Training speed" section of
-docs/benchmarks.md and docs/img/speed.png.
+docs/benchmarks.md (prose: benchmarks/templates/speed.md), its numbers (docs/speed.json) and
+docs/img/speed.png.
 
     python benchmarks/speed.py --quick     # about 2 minutes
     python benchmarks/speed.py             # about 10 minutes
+    python benchmarks/speed.py --heads SimCLR --rounds 1 --steps 1 --no-lightly --md /tmp/s.md
+    python benchmarks/speed.py --report-only   # re-render the section from the JSON
 """
 
 from __future__ import annotations
@@ -27,51 +30,26 @@ import argparse
 import copy
 import ctypes
 import gc
-import logging
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import common  # first: the repository on sys.path, the Agg backend, no albumentations check
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+# isort: split
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lit_ssl import SSLModule, heads
+from lit_ssl.backbone import Backbone
+from lit_ssl.optim import decay_groups
 
-import lightning as L  # noqa: E402
-from docs_section import write_section  # noqa: E402
-
-from lit_ssl import SSLModule  # noqa: E402
-from lit_ssl.backbone import Backbone  # noqa: E402
-from lit_ssl.heads import (  # noqa: E402
-    BYOL,
-    MAE,
-    BarlowTwins,
-    DenoisingAutoencoder,
-    Hybrid,
-    LatentPrediction,
-    MaskedReconstruction,
-    SimCLR,
-    SSLHead,
-    VICReg,
-)
-from lit_ssl.optim import decay_groups  # noqa: E402
-
-SECTION = "## Training speed"
 LIGHTLY_REQUIREMENT = "lightly>=1.6"
 LR, WEIGHT_DECAY = 1e-3, 0.05
-Sample = tuple[float, float]  # (wall seconds, CPU seconds) of one training step
 
 
 # ----------------------------------------------------------------------------- heads
@@ -79,21 +57,21 @@ Sample = tuple[float, float]  # (wall seconds, CPU seconds) of one training step
 class HeadSpec:
     """How to build one method: our head, whether it needs a ViT, its lightly twin."""
 
-    make: Callable[[int], SSLHead]  # image size -> head
+    make: Callable[[int], heads.SSLHead]  # image size -> head
     vit: bool = False
     lightly: str | None = None  # key of LIGHTLY_BUILDERS
 
 
 HEADS: dict[str, HeadSpec] = {
-    "SimCLR": HeadSpec(lambda s: SimCLR(), lightly="SimCLR"),
-    "BYOL": HeadSpec(lambda s: BYOL(), lightly="BYOL"),
-    "VICReg": HeadSpec(lambda s: VICReg(), lightly="VICReg"),
-    "BarlowTwins": HeadSpec(lambda s: BarlowTwins(), lightly="BarlowTwins"),
-    "MAE": HeadSpec(lambda s: MAE(), vit=True, lightly="MAE"),
-    "MaskedReconstruction": HeadSpec(lambda s: MaskedReconstruction()),
-    "DenoisingAutoencoder": HeadSpec(lambda s: DenoisingAutoencoder(image_size=s)),
-    "LatentPrediction": HeadSpec(lambda s: LatentPrediction()),
-    "Hybrid": HeadSpec(lambda s: Hybrid(MaskedReconstruction(), VICReg())),
+    "SimCLR": HeadSpec(lambda s: heads.SimCLR(), lightly="SimCLR"),
+    "BYOL": HeadSpec(lambda s: heads.BYOL(), lightly="BYOL"),
+    "VICReg": HeadSpec(lambda s: heads.VICReg(), lightly="VICReg"),
+    "BarlowTwins": HeadSpec(lambda s: heads.BarlowTwins(), lightly="BarlowTwins"),
+    "MAE": HeadSpec(lambda s: heads.MAE(), vit=True, lightly="MAE"),
+    "MaskedReconstruction": HeadSpec(lambda s: heads.MaskedReconstruction()),
+    "DenoisingAutoencoder": HeadSpec(lambda s: heads.DenoisingAutoencoder(image_size=s)),
+    "LatentPrediction": HeadSpec(lambda s: heads.LatentPrediction()),
+    "Hybrid": HeadSpec(lambda s: heads.Hybrid(heads.MaskedReconstruction(), heads.VICReg())),
 }
 QUICK_HEADS = ("SimCLR", "BYOL", "VICReg", "BarlowTwins")
 
@@ -111,10 +89,11 @@ class Config:
 
     def make_backbone(self, vit: bool) -> Backbone:
         """A fresh backbone (seeded) for one implementation."""
-        torch.manual_seed(self.seed)
         if vit:
-            return Backbone(self.vit_backbone, self.in_chans, img_size=self.image_size)
-        return Backbone(self.backbone, self.in_chans)
+            return common.seeded_backbone(
+                self.vit_backbone, self.seed, self.in_chans, self.image_size
+            )
+        return common.seeded_backbone(self.backbone, self.seed, self.in_chans)
 
     def batches(self, n_views: int, count: int = 2) -> list[tuple[list[Tensor], Tensor]]:
         """Pre-made batches ``(views, labels)`` following SSLModule's batch contract."""
@@ -127,19 +106,6 @@ class Config:
             )
             for _ in range(count)
         ]
-
-
-class CycleBatches:
-    """A sized iterable of ``length`` batches cycling over pre-made ones (no loading)."""
-
-    def __init__(self, batches: list, length: int) -> None:
-        self.batches, self.length = batches, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator:
-        return (self.batches[i % len(self.batches)] for i in range(self.length))
 
 
 def tune_malloc() -> bool:
@@ -161,18 +127,8 @@ def tune_malloc() -> bool:
         return False
 
 
-def _num_views(head: SSLHead) -> int:
+def _num_views(head: heads.SSLHead) -> int:
     return head.num_views + int(head.clean_view)
-
-
-def _clock() -> Sample:
-    return time.perf_counter(), time.process_time()
-
-
-def _steps(stamps: list[Sample], keep: int) -> list[Sample]:
-    """Per-step (wall, cpu) durations from consecutive timestamps; the last ``keep``."""
-    out = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:], strict=False)]
-    return out[-keep:]
 
 
 # ----------------------------------------------------------------------------- runners
@@ -181,25 +137,9 @@ class Runner:
 
     name = ""
 
-    def run(self, warmup: int, steps: int) -> list[Sample]:
+    def run(self, warmup: int, steps: int) -> list[common.Sample]:
         """Train ``warmup + steps`` steps; return (wall, cpu) seconds of the last ``steps``."""
         raise NotImplementedError
-
-
-class _StepClock(L.Callback):
-    """Timestamps the start of every training batch and the end of the epoch."""
-
-    def __init__(self) -> None:
-        self.stamps: list[Sample] = []
-
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
-        gc.collect()  # the new Trainer's garbage is not the training step's cost
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
-        self.stamps.append(_clock())
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
-        self.stamps.append(_clock())
 
 
 class OursRunner(Runner):
@@ -217,25 +157,15 @@ class OursRunner(Runner):
 
     def trainer(self, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
         """The Trainer of one block: CPU, nothing but training."""
-        return L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=max_steps,
-            precision=self.precision,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            callbacks=callbacks,
+        return common.cpu_trainer(
+            callbacks, max_steps=max_steps, precision=self.precision, limit_val_batches=0
         )
 
-    def run(self, warmup: int, steps: int) -> list[Sample]:  # noqa: D102
-        clock = _StepClock()
+    def run(self, warmup: int, steps: int) -> list[common.Sample]:  # noqa: D102
+        stamps = common.BatchClock()  # step = one batch start to the next (the last: to epoch end)
         total = warmup + steps
-        self.trainer(total, [clock]).fit(self.module, CycleBatches(self.batches, total))
-        return _steps(clock.stamps, steps)
+        self.trainer(total, [stamps]).fit(self.module, common.CycleBatches(self.batches, total))
+        return common.durations(stamps.starts + stamps.epoch_ends, steps)
 
 
 class BareRunner(Runner):
@@ -257,12 +187,12 @@ class BareRunner(Runner):
         self.autocast = precision.startswith("bf16")
         self.done = 0
 
-    def run(self, warmup: int, steps: int) -> list[Sample]:  # noqa: D102
+    def run(self, warmup: int, steps: int) -> list[common.Sample]:  # noqa: D102
         backbone, head, opt = self.backbone, self.head, self.opt
         stamps = []
         gc.collect()  # as before ours' timed steps
-        for views, _labels in CycleBatches(self.batches, warmup + steps):
-            stamps.append(_clock())
+        for views, _labels in common.CycleBatches(self.batches, warmup + steps):
+            stamps.append(common.clock())
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
                 out = head(backbone, views)
             out.loss.backward()
@@ -270,8 +200,8 @@ class BareRunner(Runner):
             opt.zero_grad(set_to_none=True)
             self.done += 1
             head.on_optimizer_step(backbone, min(1.0, self.done / 10_000))
-        stamps.append(_clock())
-        return _steps(stamps, steps)
+        stamps.append(common.clock())
+        return common.durations(stamps, steps)
 
 
 class LightlyRunner(Runner):
@@ -289,23 +219,34 @@ class LightlyRunner(Runner):
         self.autocast = precision.startswith("bf16")
         self.done = 0
 
-    def run(self, warmup: int, steps: int) -> list[Sample]:  # noqa: D102
+    def run(self, warmup: int, steps: int) -> list[common.Sample]:  # noqa: D102
         stamps = []
         gc.collect()  # as before ours' timed steps
-        for views, _labels in CycleBatches(self.batches, warmup + steps):
-            stamps.append(_clock())
+        for views, _labels in common.CycleBatches(self.batches, warmup + steps):
+            stamps.append(common.clock())
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
                 loss = self.step_fn(self.model, views, min(1.0, self.done / 10_000))
             loss.backward()
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             self.done += 1
-        stamps.append(_clock())
-        return _steps(stamps, steps)
+        stamps.append(common.clock())
+        return common.durations(stamps, steps)
 
 
 # ----------------------------------------------------------------------------- lightly
 StepFn = Callable[[nn.Module, list[Tensor], float], Tensor]
+
+
+def _two_view_step(criterion: nn.Module) -> StepFn:
+    """lightly's examples: ``head(backbone(view))`` per view, ``criterion(z0, z1)``."""
+
+    def step(m: nn.Module, views: list[Tensor], progress: float) -> Tensor:
+        z0 = m["head"](m["backbone"](views[0]))
+        z1 = m["head"](m["backbone"](views[1]))
+        return criterion(z0, z1)
+
+    return step
 
 
 def _lightly_simclr(backbone: Backbone) -> tuple[nn.Module, StepFn]:
@@ -315,14 +256,7 @@ def _lightly_simclr(backbone: Backbone) -> tuple[nn.Module, StepFn]:
     model = nn.ModuleDict(
         {"backbone": backbone, "head": SimCLRProjectionHead(backbone.embed_dim, 2048, 128)}
     )
-    criterion = NTXentLoss(temperature=0.1)
-
-    def step(m: nn.Module, views: list[Tensor], progress: float) -> Tensor:
-        z0 = m["head"](m["backbone"](views[0]))
-        z1 = m["head"](m["backbone"](views[1]))
-        return criterion(z0, z1)
-
-    return model, step
+    return model, _two_view_step(NTXentLoss(temperature=0.1))
 
 
 def _lightly_byol(backbone: Backbone) -> tuple[nn.Module, StepFn]:
@@ -365,14 +299,7 @@ def _lightly_vicreg(backbone: Backbone) -> tuple[nn.Module, StepFn]:
 
     head = VICRegProjectionHead(backbone.embed_dim, 2048, 2048, num_layers=3)
     model = nn.ModuleDict({"backbone": backbone, "head": head})
-    criterion = VICRegLoss()
-
-    def step(m: nn.Module, views: list[Tensor], progress: float) -> Tensor:
-        z0 = m["head"](m["backbone"](views[0]))
-        z1 = m["head"](m["backbone"](views[1]))
-        return criterion(z0, z1)
-
-    return model, step
+    return model, _two_view_step(VICRegLoss())
 
 
 def _lightly_barlow(backbone: Backbone) -> tuple[nn.Module, StepFn]:
@@ -381,14 +308,7 @@ def _lightly_barlow(backbone: Backbone) -> tuple[nn.Module, StepFn]:
 
     head = BarlowTwinsProjectionHead(backbone.embed_dim, 2048, 2048)
     model = nn.ModuleDict({"backbone": backbone, "head": head})
-    criterion = BarlowTwinsLoss(lambda_param=5e-3)
-
-    def step(m: nn.Module, views: list[Tensor], progress: float) -> Tensor:
-        z0 = m["head"](m["backbone"](views[0]))
-        z1 = m["head"](m["backbone"](views[1]))
-        return criterion(z0, z1)
-
-    return model, step
+    return model, _two_view_step(BarlowTwinsLoss(lambda_param=5e-3))
 
 
 def _lightly_mae(backbone: Backbone) -> tuple[nn.Module, StepFn]:
@@ -400,7 +320,7 @@ def _lightly_mae(backbone: Backbone) -> tuple[nn.Module, StepFn]:
 
     vit = backbone.model
     patch = int(vit.patch_embed.patch_size[0])
-    ref = MAE()  # same decoder size and mask ratio as our default head
+    ref = heads.MAE()  # same decoder size and mask ratio as our default head
     model = nn.ModuleDict(
         {
             "backbone": MaskedVisionTransformerTIMM(vit=vit),
@@ -443,22 +363,13 @@ LIGHTLY_BUILDERS: dict[str, Callable[[Backbone], tuple[nn.Module, StepFn]]] = {
 }
 
 
-def lightly_available() -> str | None:
-    """lightly's version, or ``None`` when the benchmark extra is not installed."""
-    try:
-        import lightly
-    except ImportError:
-        return None
-    return str(lightly.__version__)
-
-
 # ----------------------------------------------------------------------------- measure
 @dataclass
 class Result:
     """Timed steps of one head: ``samples[impl][round]`` lists (wall, cpu) per step."""
 
     head: str
-    samples: dict[str, list[list[Sample]]]
+    samples: dict[str, list[list[common.Sample]]]
 
     def median(self, impl: str, cpu: bool = False) -> float:
         """Median step time (seconds) over all timed steps of all rounds."""
@@ -486,7 +397,7 @@ def measure_head(name: str, cfg: Config, args: argparse.Namespace, use_lightly: 
     if use_lightly and spec.lightly:
         kinds.append(LightlyRunner)
     runners = [kind(spec, cfg, args.precision) for kind in kinds]
-    samples: dict[str, list[list[Sample]]] = {r.name: [] for r in runners}
+    samples: dict[str, list[list[common.Sample]]] = {r.name: [] for r in runners}
     for r in runners:  # untimed warm-up block (allocator, first AdamW state, lazy init)
         r.run(args.warmup, 1)
     for k in range(args.rounds):
@@ -502,173 +413,103 @@ def measure_head(name: str, cfg: Config, args: argparse.Namespace, use_lightly: 
 
 
 # ----------------------------------------------------------------------------- report
-def _fmt_ratio(result: Result, impl: str) -> tuple[str, str]:
-    if impl not in result.samples:
-        return "—", "—"
-    rr = sorted(result.round_ratios(impl))
-    lo, hi = rr[len(rr) // 4], rr[-1 - len(rr) // 4]
-    wall = f"{result.ratio(impl):.2f} ({lo:.2f}–{hi:.2f})"
-    return wall, f"{result.ratio(impl, cpu=True):.2f}"
+def summary(result: Result, batch_size: int) -> dict:
+    """The numbers the docs show for one head: images/s, throughput ratios, CPU overhead.
+
+    ``ratios[impl]``: ours/``impl`` wall-clock ratio, its per-round interquartile range
+    (``lo``, ``hi``) and the CPU-time ratio.
+    """
+    ratios = {}
+    for impl in ("bare", "lightly"):
+        if impl in result.samples:
+            rr = sorted(result.round_ratios(impl))
+            ratios[impl] = {
+                "wall": result.ratio(impl),
+                "lo": rr[len(rr) // 4],
+                "hi": rr[-1 - len(rr) // 4],
+                "cpu": result.ratio(impl, cpu=True),
+            }
+    return {
+        "head": result.head,
+        "ips": {k: batch_size / result.median(k) for k in result.samples},
+        "ratios": ratios,
+        "overhead_ms": 1000 * (result.median("ours", cpu=True) - result.median("bare", cpu=True)),
+    }
 
 
-def table(results: list[Result], cfg: Config) -> str:
-    """Markdown table of medians and ratios."""
-    rows = [
-        "| head | ours img/s | bare img/s | lightly img/s | ours/bare wall | ours/bare CPU "
-        "| ours/lightly wall | ours/lightly CPU | overhead vs bare, CPU ms/step |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        ips = {k: cfg.batch_size / r.median(k) for k in r.samples}
-        lightly = f"{ips['lightly']:.1f}" if "lightly" in ips else "—"
-        bare_w, bare_c = _fmt_ratio(r, "bare")
-        li_w, li_c = _fmt_ratio(r, "lightly")
-        overhead = 1000 * (r.median("ours", cpu=True) - r.median("bare", cpu=True))
-        rows.append(
-            f"| {r.head} | {ips['ours']:.1f} | {ips['bare']:.1f} | {lightly} | {bare_w} "
-            f"| {bare_c} | {li_w} | {li_c} | {overhead:+.1f} |"
+def table(rows: list[dict]) -> str:
+    """Markdown table of medians and ratios (rows from :func:`summary`)."""
+    header = [
+        "head", "ours img/s", "bare img/s", "lightly img/s", "ours/bare wall", "ours/bare CPU",
+        "ours/lightly wall", "ours/lightly CPU", "overhead vs bare, CPU ms/step",
+    ]  # fmt: skip
+    cells = []
+    for r in rows:
+        ips, ratio = r["ips"], r["ratios"]
+        wall = {k: f"{v['wall']:.2f} ({v['lo']:.2f}–{v['hi']:.2f})" for k, v in ratio.items()}
+        cpu = {k: f"{v['cpu']:.2f}" for k, v in ratio.items()}
+        cells.append(
+            [
+                r["head"],
+                f"{ips['ours']:.1f}",
+                f"{ips['bare']:.1f}",
+                f"{ips['lightly']:.1f}" if "lightly" in ips else "—",
+                *(d.get(impl, "—") for impl in ("bare", "lightly") for d in (wall, cpu)),
+                f"{r['overhead_ms']:+.1f}",
+            ]
         )
-    return "\n".join(rows)
+    return common.markdown_table(header, ["---", *["---:"] * 8], cells)
 
 
-def plot(results: list[Result], cfg: Config, path: Path) -> None:
+def plot(results: dict, path: Path) -> None:
     """Grouped bars of median images/s per head and implementation."""
+    rows = results["rows"]
     impls = [("ours", "#1f77b4"), ("bare", "#7f7f7f"), ("lightly", "#ff7f0e")]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(results) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.2))
     width = 0.27
     for j, (impl, colour) in enumerate(impls):
         xs, ys = [], []
-        for i, r in enumerate(results):
-            if impl in r.samples:
+        for i, r in enumerate(rows):
+            if impl in r["ips"]:
                 xs.append(i + (j - 1) * width)
-                ys.append(cfg.batch_size / r.median(impl))
+                ys.append(r["ips"][impl])
         ax.bar(xs, ys, width, label=impl, color=colour)
-    for i, r in enumerate(results):
-        top = max(cfg.batch_size / r.median(k) for k in r.samples)
-        ax.text(i, top * 1.02, f"{r.ratio('bare'):.2f}x", ha="center", fontsize=8)
-    ax.set_xticks(range(len(results)), [r.head for r in results], rotation=30, ha="right")
+    for i, r in enumerate(rows):
+        top = max(r["ips"].values())
+        ax.text(i, top * 1.02, f"{r['ratios']['bare']['wall']:.2f}x", ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["head"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("training images / s (median)")
     ax.set_title(
-        f"Training throughput, CPU, {torch.get_num_threads()} thread(s), batch "
-        f"{cfg.batch_size}, {cfg.image_size} px\n(label: ours/bare throughput ratio)",
+        f"Training throughput, CPU, {results['threads']} thread(s), batch "
+        f"{results['batch_size']}, {results['image_size']} px\n"
+        "(label: ours/bare throughput ratio)",
         fontsize=10,
     )
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
-def machine_note() -> str:
-    """CPU, cores, load and versions, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load average at the end {load}; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, lightning {L.__version__}, "
-        f"lightly {lightly_available() or 'not installed'}"
+MALLOC = {
+    True: "with fixed mmap/trim thresholds (`tune_malloc`: with the default dynamic ones the "
+    "bare loop took 3x the page faults of the Trainer run for the same head, ~7% of its "
+    "CPU time, purely from the order of allocations)",
+    False: "with its default settings",
+}
+
+
+def section_text(results: dict) -> str:
+    """The markdown section for docs/benchmarks.md, from the stored numbers."""
+    return common.render(
+        "speed",
+        results,
+        lightly=results["lightly"] or "(not installed)",
+        lr=f"{results['lr']:g}",
+        weight_decay=f"{results['weight_decay']:g}",
+        minutes=f"{results['elapsed_s'] / 60:.1f}",
+        malloc=MALLOC[results["malloc_tuned"]],
+        table=table(results["rows"]),
     )
-
-
-def section_text(tab: str, cfg: Config, args: argparse.Namespace, cmd: str, elapsed: float) -> str:
-    """The markdown section for docs/benchmarks.md."""
-    img = Path("img") / args.img.name
-    malloc = (
-        "with fixed mmap/trim thresholds (`tune_malloc`: with the default dynamic ones the "
-        "bare loop took 3x the page faults of the Trainer run for the same head, ~7% of its "
-        "CPU time, purely from the order of allocations)"
-        if getattr(args, "malloc_tuned", False)
-        else "with its default settings"
-    )
-    return f"""{SECTION}
-
-Training throughput of `SSLModule` under `lightning.Trainer` ("ours": CPU, `logger=False`,
-no progress bar, checkpointing or model summary) against the same head called in a bare
-PyTorch loop (forward, loss, backward, `AdamW.step`, `zero_grad`, plus the EMA update for
-BYOL/LatentPrediction: the floor of our overhead) and the same method assembled from
-`lightly` {lightly_available() or "(not installed)"} modules and losses as in lightly's
-examples (plain loop). Same backbone module, batch, optimizer (AdamW, lr {LR:g}, weight
-decay {WEIGHT_DECAY:g}), precision `{args.precision}` and torch threads everywhere; pre-made
-in-memory batches, so data loading is excluded (see "Data pipeline" for that).
-
-* Command: `{cmd}` ({elapsed / 60:.1f} min)
-* Backbones: `{cfg.backbone}` (CNN heads), `{cfg.vit_backbone}` with `img_size={cfg.image_size}`
-  (MAE); {cfg.image_size} px RGB, batch {cfg.batch_size} source images (each with the
-  head's views), default head settings; Hybrid = `Hybrid(MaskedReconstruction(), VICReg())`.
-* torch threads: {torch.get_num_threads()}; {args.rounds} interleaved rounds x {args.steps}
-  timed steps per implementation (plus {args.warmup} warm-up step(s) per block, excluded, and
-  one untimed warm-up block); `gc.collect()` before every block (ours builds a Trainer per
-  block, whose garbage would otherwise be collected inside the timed steps); glibc malloc
-  {malloc}.
-* Machine: {machine_note()}.
-
-![training speed]({img})
-
-{tab}
-
-How to read it: images/s = batch size / median wall-clock step time over all timed steps.
-Ratios are throughput ratios, ours/other (1.00 = as fast; < 1: ours slower): "wall" is the
-ratio of the wall-clock medians, in brackets the interquartile range of the per-round
-paired ratios (each round measures ours, bare and lightly back to back); "CPU" is the
-same ratio on process CPU time per step, which is what the code costs independently of
-how much of the cores the scheduler gave us. "Overhead" is ours minus bare in CPU ms per
-step (Lightning's loop, hooks and `self.log`, our module's logging and checks).
-
-Noise: this machine has 2 cores shared with other jobs (test suites ran concurrently),
-so single steps vary by tens of percent. That is why the implementations are measured
-alternately within each round, warm-up is excluded, medians are reported, and why the
-benchmark runs with one torch thread: with 2 threads on 2 contended cores the
-intra-op barriers made steps 3-4x slower and far more erratic. Ratios within a few
-percent of 1.00 are within the noise; the CPU-time ratios are the steadier ones. On a
-quiet multi-core machine expect higher absolute numbers; the per-step overhead (a few ms)
-does not grow with model size, so its relative cost only shrinks with bigger models,
-images or GPUs (there, host syncs would matter: `training_step` has none, and the
-step-wise `train/lr` and EMA-momentum logs are CPU tensors, see below).
-
-What the profiles showed (torch.profiler, cProfile, pyinstrument on ours vs bare):
-
-* Our overhead is Lightning's loop plus `self.log`: about 0.26 ms per `self.log` call
-  (2-6 per step: loss, the head's terms, `embedding_std`, `lr`, EMA momentum) and about
-  1-2 ms of loop and hooks, 2-4 ms per step in all, flat in model size. MAE has the
-  shortest step (about 110 CPU ms), so there it shows most: 0.93-0.99 over four full runs
-  of this benchmark, and a longer interleaved check (48 steps each) measured 110.0 vs
-  106.4 CPU ms per step (0.97); across runs the ratios move by about +-3%; `collapse_std`
-  costs about 0.4 ms per step at 16 x 2048. No recomputation between loss and logging,
-  one backbone forward per view group, losses in float32.
-* Fixed: `SSLModule.on_train_batch_end` logged the learning rate and the EMA momentum as
-  Python floats, which `LightningModule.log` turns into `torch.tensor(value,
-  device=self.device)`: on a GPU a blocking host-to-device copy, i.e. a stream
-  synchronisation every training step. They are now logged as CPU scalar tensors
-  (`lit_ssl.module._host_scalar`), so no step-wise log moves data between host and
-  device. No effect on these CPU numbers (a CPU has nothing to synchronise).
-* Fixed: VICReg's covariance term and Barlow Twins' off-diagonal term formed the D x D
-  matrix (D = 2048 by default, 8192 in the papers) although the batch N is usually
-  smaller: `lit_ssl.losses._off_diagonal_sq_sum` now uses the N x N Gram matrices
-  (`||a'b||_F^2 = <aa', bb'>_F` minus the diagonal) when N < D, the D x D product
-  otherwise. Same value (float64 reference: relative error <= 2e-7 in loss and
-  gradients), loss forward + backward on one thread at N = 16, D = 2048: VICReg 91 -> 3
-  ms, Barlow Twins 62 -> 3 ms (N = 256: 240 -> 49 and 153 -> 35 ms). Whole training
-  step under the Trainer, this benchmark's setting, old and new losses interleaved
-  (5 rounds x 3 steps): VICReg 537 -> 503 CPU ms (1.07x), Barlow Twins 570 -> 494 CPU ms
-  (1.15x).
-* Lightly is slower here because its examples run the backbone once per view (two
-  half-size forwards instead of one over both views: about 40% of the SimCLR gap) and,
-  for VICReg, its covariance term forms the D x D matrix and selects its off-diagonal
-  with a boolean mask (`cov[..., ~eye]`: 349 ms forward + backward at N = 16,
-  D = 2048, and a host sync on a GPU).
-* Remaining GPU note (not measurable here): `train/loss` is logged with `prog_bar=True`,
-  so Lightning's progress bar reads it back (`.item()`) at every refresh; with the
-  default `TQDMProgressBar(refresh_rate=1)` that is one sync per step. Use
-  `TQDMProgressBar(refresh_rate=50)` (or no progress bar) for long GPU runs.
-"""
 
 
 # ----------------------------------------------------------------------------- main
@@ -690,41 +531,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--default-malloc", action="store_true", help="keep glibc's dynamic malloc thresholds"
     )
-    p.add_argument("--img", type=Path, default=ROOT / "docs/img/speed.png")
-    p.add_argument("--md", type=Path, default=ROOT / "docs/benchmarks.md")
-    p.add_argument("--no-write", action="store_true", help="print only")
-    args = p.parse_args(argv)
+    common.add_output_options(p, "speed")
+    args = common.parse_output_options(p, argv, "speed")
     args.heads = args.heads or list(QUICK_HEADS if args.quick else HEADS)
     args.rounds = args.rounds or (3 if args.quick else 6)
     args.steps = args.steps or (2 if args.quick else 3)
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Measure every requested head and write the table and chart."""
-    args = parse_args(argv)
+def measure_all(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Measure every requested head; the numbers the docs section is rendered from."""
     torch.set_num_threads(args.threads)
-    args.malloc_tuned = not args.default_malloc and tune_malloc()
-    warnings.filterwarnings("ignore", ".*(does not have many workers|smaller than the logging).*")
-    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    malloc_tuned = not args.default_malloc and tune_malloc()
+    common.quiet()
     cfg = Config(args.backbone, args.vit_backbone, args.image_size, args.batch_size)
-    use_lightly = not args.no_lightly and lightly_available() is not None
+    use_lightly = not args.no_lightly and common.lightly_version() is not None
     if not args.no_lightly and not use_lightly:
         print(f"lightly not installed (pip install '{LIGHTLY_REQUIREMENT}'): skipping it")
     t0 = time.perf_counter()
     results = [measure_head(name, cfg, args, use_lightly) for name in args.heads]
-    elapsed = time.perf_counter() - t0
-    tab = table(results, cfg)
-    print(tab)
-    print(f"done in {elapsed / 60:.1f} min")
-    if args.no_write:
-        return
-    plot(results, cfg, args.img)
-    cmd = "python benchmarks/speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    write_section(args.md, section_text(tab, cfg, args, cmd.strip(), elapsed), SECTION)
-    print(f"wrote {args.img} and the '{SECTION}' section of {args.md}")
+    return {
+        "command": common.command("speed", argv),
+        "elapsed_s": time.perf_counter() - t0,
+        "lightly": common.lightly_version(),
+        "lr": LR,
+        "weight_decay": WEIGHT_DECAY,
+        "precision": args.precision,
+        "backbone": cfg.backbone,
+        "vit_backbone": cfg.vit_backbone,
+        "image_size": cfg.image_size,
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "malloc_tuned": malloc_tuned,
+        "machine": common.machine_note(),
+        "img": str(Path("img") / args.img.name),
+        "rows": [summary(r, cfg.batch_size) for r in results],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure every requested head (unless ``--report-only``), write the table and chart."""
+    args = parse_args(argv)
+    results = common.load_json(args.json) if args.report_only else measure_all(args, argv)
+    print(table(results["rows"]))
+    print(f"done in {results['elapsed_s'] / 60:.1f} min")
+    common.publish(args, results, lambda: section_text(results), lambda: plot(results, args.img))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
-"""Joint-embedding losses as pure functions, computed in float32 and DDP-aware.
+"""Every SSL loss as a small pure function, computed in float32 and DDP-aware.
 
-Each function follows its paper's definition; batch statistics and negatives are taken
-over all DDP ranks (see ``lit_ssl.distributed.gather``). Autocast is disabled inside, so
-the losses are computed in float32 under ``bf16-mixed``/``16-mixed`` precision.
+Joint-embedding losses (``info_nce``, ``negative_cosine``, ``byol``, ``vicreg``,
+``barlow_twins``) follow their paper's definition; batch statistics and negatives are taken
+over all DDP ranks (see ``lit_ssl.distributed.gather``). Reconstruction and latent losses
+(``mae_loss``, ``masked_pixel_loss``, ``denoising_loss``, ``masked_latent_loss``) are local
+means (every rank holds a full copy of the model; Lightning averages the gradients).
+``float32_loss`` disables autocast inside, so every loss is computed in float32 under
+``bf16-mixed``/``16-mixed`` precision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +21,37 @@ from torch import Tensor
 
 from lit_ssl.distributed import gather, rank
 
-__all__ = ["barlow_twins", "info_nce", "negative_cosine", "vicreg", "vicreg_terms"]
+__all__ = [
+    "NORM_PIX_EPS",
+    "barlow_twins",
+    "byol",
+    "denoising_loss",
+    "float32_loss",
+    "info_nce",
+    "mae_loss",
+    "masked_latent_loss",
+    "masked_pixel_loss",
+    "negative_cosine",
+    "normalise_patches",
+    "vicreg",
+    "vicreg_terms",
+    "vicreg_weighted",
+]
+
+NORM_PIX_EPS = 1e-6
 
 
-def _float32(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Run ``fn`` with autocast off and its tensor arguments cast to float32."""
+def float32_loss(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Decorator: run the loss ``fn`` with autocast off and its tensor arguments in float32.
+
+    Example:
+        >>> @float32_loss
+        ... def total(x):
+        ...     return x.sum()
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     total(torch.ones(3, dtype=torch.bfloat16)).dtype
+        torch.float32
+    """
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -42,9 +73,14 @@ def _check_pair(z1: Tensor, z2: Tensor) -> None:
         )
 
 
-@_float32
+# ----------------------------------------------------------------- joint-embedding losses
+
+
+@float32_loss
 def info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     """SimCLR's NT-Xent loss over both directions (Chen et al. 2020, Eq. 1).
+
+    Paper: https://arxiv.org/abs/2002.05709
 
     For 2N embeddings (the N pairs of this batch, gathered over all ranks), each anchor's
     positive is its pair and its negatives are the other 2N - 2 embeddings; the loss is the
@@ -54,6 +90,11 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
         z1: embeddings of the first views, ``(B, D)``.
         z2: embeddings of the second views, ``(B, D)``.
         temperature: softmax temperature.
+
+    Example:
+        >>> z = torch.eye(4)  # four orthogonal pairs of identical views
+        >>> info_nce(z, z, temperature=1.0)  # positive cos 1, six negatives cos 0
+        tensor(1.1654)
     """
     _check_pair(z1, z2)
     if temperature <= 0:
@@ -71,14 +112,44 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     return F.cross_entropy(logits, positive_index)
 
 
-@_float32
+@float32_loss
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
-    """Mean negative cosine similarity ``-cos(p_i, z_i)`` (SimSiam's D, BYOL up to 2 - 2x).
+    """Mean negative cosine similarity ``-cos(p_i, z_i)`` (SimSiam's D, Chen & He 2021, Eq. 1).
+
+    Paper: https://arxiv.org/abs/2011.10566
 
     No stop-gradient is applied here: pass ``z.detach()`` (or a teacher output) as target.
+
+    Args:
+        p: predictions, ``(B, D)``.
+        z: targets, ``(B, D)``.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> negative_cosine(p, torch.tensor([[3.0, 0.0], [1.0, 0.0]]))  # -(1 + 0) / 2
+        tensor(-0.5000)
     """
     _check_pair(p, z)
     return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+@float32_loss
+def byol(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's loss of one direction: ``mean_i ||p_i/|p_i| - z_i/|z_i| ||^2 = 2 - 2 cos``.
+
+    Grill et al. 2020, Eq. 2: https://arxiv.org/abs/2006.07733. The symmetric BYOL loss is
+    ``byol(p1, z2) + byol(p2, z1)`` with ``z`` from the EMA teacher (no gradient).
+
+    Args:
+        p: online predictions, ``(B, D)``.
+        z: teacher projections, ``(B, D)``.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> byol(p, torch.tensor([[3.0, 0.0], [1.0, 0.0]]))  # 2 - 2 * (1 + 0) / 2
+        tensor(1.)
+    """
+    return 2.0 + 2.0 * negative_cosine(p, z)
 
 
 def _off_diagonal(m: Tensor) -> Tensor:
@@ -114,13 +185,50 @@ def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
     return variance, covariance
 
 
-@_float32
+@float32_loss
 def vicreg_terms(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
-    """Unweighted VICReg terms: invariance, variance and covariance (both branches summed)."""
+    """Unweighted VICReg terms: invariance, variance and covariance (both branches summed).
+
+    Bardes et al. 2022, Algorithm 1: https://arxiv.org/abs/2105.04906. ``vicreg`` is
+    ``vicreg_weighted(vicreg_terms(z1, z2), ...)``.
+
+    Args:
+        z1: embeddings of the first views, ``(B, D)``.
+        z2: embeddings of the second views, ``(B, D)``.
+
+    Returns:
+        ``{"invariance": mse(z1, z2), "variance": v(z1) + v(z2), "covariance": c(z1) +
+        c(z2)}``.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+        >>> {k: round(v.item(), 4) for k, v in vicreg_terms(z, z).items()}
+        {'invariance': 0.0, 'variance': 0.99, 'covariance': 0.0}
+    """
     _check_pair(z1, z2)
     v1, c1 = _variance_covariance(z1)
     v2, c2 = _variance_covariance(z2)
     return {"invariance": F.mse_loss(z1, z2), "variance": v1 + v2, "covariance": c1 + c2}
+
+
+def vicreg_weighted(
+    terms: dict[str, Tensor],
+    sim_weight: float = 25.0,
+    var_weight: float = 25.0,
+    cov_weight: float = 1.0,
+) -> Tensor:
+    """VICReg's weighted sum of the ``vicreg_terms`` (lambda, mu, nu of Bardes et al. 2022).
+
+    Example:
+        >>> terms = {k: torch.tensor(1.0) for k in ("invariance", "variance", "covariance")}
+        >>> vicreg_weighted(terms)
+        tensor(51.)
+    """
+    return (
+        sim_weight * terms["invariance"]
+        + var_weight * terms["variance"]
+        + cov_weight * terms["covariance"]
+    )
 
 
 def vicreg(
@@ -132,26 +240,47 @@ def vicreg(
 ) -> Tensor:
     """VICReg loss as in Bardes et al. 2022, Algorithm 1.
 
+    Paper: https://arxiv.org/abs/2105.04906
+
     ``sim_weight * mse(z1, z2) + var_weight * (v(z1) + v(z2)) + cov_weight * (c(z1) + c(z2))``
     with ``mse`` averaged over batch and dimensions, ``v(Z) = mean_j relu(1 - sqrt(Var(z_j)
     + 1e-4))`` and ``c(Z) = sum_{i != j} Cov(Z)_ij^2 / d`` (unbiased covariance).
     Variance and covariance use the batch gathered over all ranks.
+
+    Args:
+        z1: embeddings of the first views, ``(B, D)``.
+        z2: embeddings of the second views, ``(B, D)``.
+        sim_weight: invariance weight (lambda).
+        var_weight: variance weight (mu).
+        cov_weight: covariance weight (nu).
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # second dimension collapsed
+        >>> vicreg(z, z)  # 25 * 2 * mean(0, 1 - sqrt(0 + 1e-4))
+        tensor(24.7500)
     """
-    terms = vicreg_terms(z1, z2)
-    return (
-        sim_weight * terms["invariance"]
-        + var_weight * terms["variance"]
-        + cov_weight * terms["covariance"]
-    )
+    return vicreg_weighted(vicreg_terms(z1, z2), sim_weight, var_weight, cov_weight)
 
 
-@_float32
+@float32_loss
 def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
     """Barlow Twins loss (Zbontar et al. 2021, Eq. 1 and Algorithm 1).
+
+    Paper: https://arxiv.org/abs/2103.03230
 
     Each dimension is standardised over the batch (global over ranks, unbiased std as in
     the paper's pseudo-code), ``C = z1n' z2n / N`` and the loss is
     ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2``.
+
+    Args:
+        z1: embeddings of the first views, ``(B, D)``.
+        z2: embeddings of the second views, ``(B, D)``.
+        lambd: weight of the off-diagonal (redundancy reduction) term.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # two identical dimensions
+        >>> barlow_twins(z, z, lambd=1.0).round(decimals=4)  # C = 1/2 everywhere: 2/4 + 2/4
+        tensor(1.)
     """
     _check_pair(z1, z2)
     g1, g2 = gather(z1), gather(z2)
@@ -163,3 +292,114 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
     c_diagonal = (z1n * z2n).sum(dim=0) / n  # diagonal of C = z1n' z2n / N
     on_diag = (1.0 - c_diagonal).pow(2).sum()
     return on_diag + lambd * _off_diagonal_sq_sum(z1n, z2n) / n**2
+
+
+# ----------------------------------------------------------------- reconstruction losses
+
+
+def normalise_patches(patches: Tensor) -> Tensor:
+    """MAE's per-patch target normalisation: ``(x - mean) / sqrt(var + 1e-6)`` over each patch.
+
+    Example:
+        >>> normalise_patches(torch.tensor([[[1.0, 3.0]]]))  # mean 2, unbiased var 2
+        tensor([[[-0.7071,  0.7071]]])
+    """
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + NORM_PIX_EPS).sqrt()
+
+
+@float32_loss
+def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix: bool = True) -> Tensor:
+    """MAE loss: per-patch MSE averaged over masked patches (He et al. 2022, Sec. 3).
+
+    Paper: https://arxiv.org/abs/2111.06377
+
+    Args:
+        pred: ``(B, N, P)`` predicted patches.
+        target: ``(B, N, P)`` target patches (``patchify`` of the normalised image).
+        mask: ``(B, N)`` with 1 where masked.
+        norm_pix: normalise each target patch by its own mean and (unbiased) variance.
+
+    Example:
+        >>> pred, target = torch.zeros(1, 2, 4), torch.ones(1, 2, 4)
+        >>> mask = torch.tensor([[True, False]])
+        >>> mae_loss(pred, target, mask, norm_pix=False)  # only the first patch counts
+        tensor(1.)
+    """
+    if norm_pix:
+        target = normalise_patches(target)
+    per_patch = (pred - target).square().mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+@float32_loss
+def masked_pixel_loss(
+    pred: Tensor, target: Tensor, pixel_mask: Tensor, kind: Literal["l1", "l2"] = "l1"
+) -> Tensor:
+    """Mean L1 or squared error over masked pixels only (SimMIM, Xie et al. 2022, Sec. 3.3).
+
+    Paper: https://arxiv.org/abs/2111.09886
+
+    Args:
+        pred: ``(B, C, H, W)`` predictions.
+        target: ``(B, C, H, W)`` targets.
+        pixel_mask: ``(B, 1, H, W)`` with 1 where masked.
+        kind: ``"l1"`` or ``"l2"``.
+
+    Example:
+        >>> pred, target = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)
+        >>> pixel_mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+        >>> masked_pixel_loss(pred, target, pixel_mask, "l2")  # one masked pixel: 2^2
+        tensor(4.)
+    """
+    diff = pred - target
+    error = diff.abs() if kind == "l1" else diff.square()
+    weight = pixel_mask.expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+@float32_loss
+def denoising_loss(pred: Tensor, clean: Tensor) -> Tensor:
+    """Denoising autoencoder loss: MSE to the clean image (Vincent et al. 2008, Sec. 2.3).
+
+    Paper: https://www.cs.toronto.edu/~larocheh/publications/icml-2008-denoising-autoencoders.pdf
+
+    Args:
+        pred: ``(B, C, H, W)`` reconstruction of the corrupted (augmented) view.
+        clean: ``(B, C, H, W)`` un-augmented image, same space as ``pred``.
+
+    Example:
+        >>> denoising_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+        tensor(1.)
+    """
+    return F.mse_loss(pred, clean)
+
+
+@float32_loss
+def masked_latent_loss(
+    pred: Tensor, target: Tensor, weights: Tensor, kind: Literal["smooth_l1", "mse"] = "smooth_l1"
+) -> Tensor:
+    """Regression loss on dense latents, averaged over masked cells only (data2vec, I-JEPA).
+
+    Papers: https://arxiv.org/abs/2202.03555 (data2vec, smooth L1 with beta = 1),
+    https://arxiv.org/abs/2301.08243 (I-JEPA, MSE).
+
+    Args:
+        pred: ``(B, D, h, w)`` predicted latents.
+        target: ``(B, D, h, w)`` teacher latents (no gradient).
+        weights: ``(B, 1, h, w)`` masked fraction of each cell (0 = visible, 1 = masked).
+        kind: ``"smooth_l1"`` (data2vec, beta = 1) or ``"mse"``.
+
+    Example:
+        >>> pred, target = torch.zeros(1, 2, 1, 2), torch.full((1, 2, 1, 2), 2.0)
+        >>> weights = torch.tensor([[[[1.0, 0.0]]]])  # only the first cell is masked
+        >>> masked_latent_loss(pred, target, weights, "mse")
+        tensor(4.)
+    """
+    if kind == "smooth_l1":
+        error = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
+    else:
+        error = (pred - target).square()
+    per_cell = error.mean(dim=1, keepdim=True)
+    return (per_cell * weights).sum() / weights.sum().clamp_min(1e-6)

@@ -1,10 +1,12 @@
 """SSLModule: a LightningModule pretraining a timm backbone with any SSL head.
 
-Batch contract: training (and validation) batches are ``(views, labels)`` where ``views``
-is a list of float tensors ``(B, C, H, W)`` in [0, 1] (as many as ``head.num_views``, plus
-one un-augmented image last when ``head.clean_view``) and ``labels`` a ``LongTensor (B,)``
-with ``-1`` where unknown (probes use the others). Any DataModule producing this works;
-``FactoryDataModule`` is told the number of views in ``setup`` via ``configure_views``.
+Batch contract: training (and validation) batches are :class:`lit_ssl.data.Batch` records
+(what ``FactoryDataModule`` yields: ``views``, ``labels``, ``clean``, ...) or plain
+``(views, labels)`` tuples, where ``views`` is a list of float tensors ``(B, C, H, W)`` in
+[0, 1] (as many as ``head.num_views``; in a plain tuple, plus one un-augmented image last when
+``head.clean_view``) and ``labels`` a ``LongTensor (B,)`` with ``-1`` where unknown (probes use
+the others). Both are read through :func:`lit_ssl.data.as_batch`. The model declares what it
+needs in :attr:`SSLModule.view_spec`, which ``FactoryDataModule.setup`` reads.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_warn
 from torch import Tensor
 
 from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone
+from lit_ssl.data.batch import Batch, ViewSpec, as_batch
+from lit_ssl.data.datamodule import FactoryDataModule
 from lit_ssl.distributed import world_size
 from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead, describe_head
 from lit_ssl.optim import LARS, decay_groups, warmup_cosine
@@ -119,51 +123,45 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
             return [v.contiguous(memory_format=torch.channels_last) for v in views]
         return list(views)
 
-    @staticmethod
-    def _split_batch(batch: Any) -> tuple[Any, Tensor]:
-        if not isinstance(batch, list | tuple) or len(batch) != 2:
-            raise TypeError(
-                "SSLModule expects batches (views, labels) with views a list of image tensors; "
-                f"got {type(batch).__name__}"
-                + (f" of length {len(batch)}" if isinstance(batch, list | tuple) else "")
-                + ". Follow the batch contract in lit_ssl.module's docstring."
-            )
-        views, labels = batch
-        if not isinstance(labels, Tensor):
-            labels = torch.as_tensor(labels)
-        return views, labels
+    @property
+    def view_spec(self) -> ViewSpec:
+        """The views this model's head needs; ``FactoryDataModule.setup`` reads it."""
+        return ViewSpec(self.head.num_views, self.head.clean_view)
 
-    def _check_views(self, views: Any) -> list[Tensor]:
-        if not isinstance(views, list | tuple) or not views:
-            raise TypeError(
-                "SSLModule expects batches (views, labels) with views a list of image tensors; "
-                f"got {type(views).__name__}. Use FactoryDataModule(task='ssl') or follow the "
-                "batch contract in lit_ssl.module's docstring."
-            )
-        needed = self.head.num_views + int(self.head.clean_view)
-        if len(views) < needed:
+    def to_batch(self, batch: Any) -> Batch:
+        """``batch`` as a :class:`~lit_ssl.data.Batch` (a plain tuple's clean view is last)."""
+        return as_batch(batch, clean_last=self.head.clean_view)
+
+    def _head_views(self, batch: Batch) -> list[Tensor]:
+        """The head's input: the augmented views, then the clean view when it asks for one."""
+        views, needed = list(batch.views), self.head.num_views
+        clean = self.head.clean_view
+        if len(views) < needed or (clean and batch.clean is None):
             raise ValueError(
-                f"{type(self.head).__name__} needs {needed} views per sample, the batch has "
-                f"{len(views)}. Set the DataModule's views to {self.head.num_views} (or leave it "
-                "unset so the model configures it)."
+                f"{type(self.head).__name__} needs {needed} view(s) per sample"
+                f"{' and the clean view' if clean else ''}, the batch has {len(views)}"
+                f"{' and a clean view' if batch.clean is not None else ''}. Leave the "
+                "DataModule's views unset so the model configures it (FactoryDataModule), or "
+                f"yield {needed + int(clean)} views{' (clean last)' if clean else ''}."
             )
-        return self._prepare(views)
+        return self._prepare(views + ([batch.clean] if clean else []))
 
-    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
-        views, labels = self._split_batch(batch)
+    def training_step(self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+        batch = self.to_batch(batch)
+        labels = batch.labels
         if self._too_small(labels):
             raise ValueError(
                 f"{type(self.head).__name__} needs training batches of at least "
                 f"{self.head.min_batch_size} samples (over all ranks), got {labels.shape[0]}. "
                 "Use batch_size >= 2 and drop the last incomplete batch (drop_last=True)."
             )
-        output = self.head(self.backbone, self._check_views(views))
+        output = self.head(self.backbone, self._head_views(batch))
         self._log_output("train", output, batch_size=labels.shape[0])
         return {"loss": output.loss, "head_output": output, "labels": labels}
 
-    def validation_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
-        views, labels = self._split_batch(batch)
-        views = self._check_views(views)
+    def validation_step(self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+        batch = self.to_batch(batch)
+        labels, views = batch.labels, self._head_views(batch)
         if self._too_small(labels):  # e.g. a last batch of one image: no loss, probes still run
             self._say_small_batch_skipped(labels.shape[0])
             return {"loss": None, "head_output": None, "labels": labels}
@@ -191,10 +189,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Pooled embeddings of the first view (or of a plain image batch)."""
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        if isinstance(images, list | tuple):
-            images = images[0]
-        return self.backbone(images)
+        return self.backbone(as_batch(batch).views[0])
 
     def _log_output(self, stage: str, output: HeadOutput, batch_size: int) -> None:
         on_step = stage == "train"
@@ -227,15 +222,20 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
             )
 
     @torch.no_grad()
-    def reconstructions(self, views: list[Tensor]) -> Reconstructions | None:
+    def reconstructions(self, batch: Batch | list[Tensor]) -> Reconstructions | None:
         """Input / masked input / reconstruction of a reconstruction head, else ``None``.
+
+        Args:
+            batch: a :class:`~lit_ssl.data.Batch`, or the head's input views (a list of
+                tensors, the clean view last when the head asks for one).
 
         Runs the head in eval mode without gradients; used by image-grid callbacks.
         """
+        views = self._head_views(batch) if isinstance(batch, Batch) else self._prepare(batch)
         was_training = self.training
         self.eval()
         try:
-            output = self.head(self.backbone, self._prepare(views), return_reconstructions=True)
+            output = self.head(self.backbone, views, return_reconstructions=True)
         finally:
             self.train(was_training)
         return output.reconstructions
@@ -271,9 +271,21 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         return max(1, int(total))
 
     def setup(self, stage: str) -> None:
+        """Deprecated: tell a DataModule of your own the views through ``configure_views``.
+
+        ``FactoryDataModule`` reads :attr:`view_spec` in its own ``setup``; other DataModules
+        with a ``configure_views`` method are still called, once more, with a warning.
+        """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "configure_views"):
-            datamodule.configure_views(self.head.num_views, self.head.clean_view)
+        if datamodule is None or isinstance(datamodule, FactoryDataModule):
+            return
+        if hasattr(datamodule, "configure_views"):
+            rank_zero_deprecation(
+                f"SSLModule calling {type(datamodule).__name__}.configure_views() is deprecated "
+                "and will be removed: read trainer.lightning_module.view_spec in the "
+                "DataModule's setup() instead (as FactoryDataModule does)."
+            )
+            datamodule.configure_views(*self.view_spec)
 
     def configure_optimizers(self):
         no_decay = set(getattr(self.backbone.model, "no_weight_decay", lambda: set())())

@@ -10,6 +10,8 @@ import torch
 
 from lit_ssl import Backbone
 from lit_ssl.backbone import load_backbone_config
+from lit_ssl.backbone.encoding import dense_stride, encode_masked
+from lit_ssl.masking import random_patch_mask
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -50,6 +52,70 @@ def test_vit_dense_tokens_are_patch_tokens_on_grid():
     assert patches.shape[1] == grid * grid
     # Token k is at row k // grid, column k % grid.
     torch.testing.assert_close(dense[:, :, 1, 2], patches[:, 1 * grid + 2])
+
+
+def _dense_before_forward_intermediates(backbone: Backbone, x: torch.Tensor):
+    """The computation ``forward_dense`` replaced: forward_features, square token grid."""
+    features = backbone.features(x)
+    if features.ndim == 3:
+        tokens = features[:, backbone.model.num_prefix_tokens :]
+        side = int(round(tokens.shape[1] ** 0.5))
+        return backbone.pool(features), tokens.transpose(1, 2).reshape(len(x), -1, side, side)
+    return backbone.pool(features), features
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit", "test_convnext", "test_efficientnet"])
+def test_dense_features_through_forward_intermediates_match_the_old_ones(name, in_chans):
+    torch.manual_seed(0)
+    backbone = Backbone(name, in_chans=in_chans, img_size=32).eval()
+    x = _images(in_chans, batch=3)
+    with torch.no_grad():
+        pooled, dense = backbone.forward_dense(x)
+        old_pooled, old_dense = _dense_before_forward_intermediates(backbone, x)
+    assert dense.shape[1] == backbone.dense_dim
+    torch.testing.assert_close(pooled, old_pooled, rtol=0, atol=0)
+    torch.testing.assert_close(dense, old_dense, rtol=0, atol=0)
+
+
+def test_vit_dense_grid_of_non_square_images():
+    backbone = Backbone("test_vit", in_chans=1, img_size=32).eval()  # dynamic_img_size
+    x = torch.rand(2, 1, 32, 64)
+    with torch.no_grad():
+        _, dense = backbone.forward_dense(x)
+        tokens = backbone.features(x)[:, backbone.model.num_prefix_tokens :]
+    assert dense.shape == (2, backbone.dense_dim, 2, 4)
+    torch.testing.assert_close(dense[:, :, 1, 3], tokens[:, 1 * 4 + 3])
+
+
+@pytest.mark.parametrize("name", ["test_vit", "test_resnet"])
+def test_masked_encoding_on_non_square_images(name: str) -> None:
+    torch.manual_seed(0)
+    backbone = Backbone(name, in_chans=1, img_size=32).eval()
+    images = torch.rand(2, 1, 32, 64)
+    stride = dense_stride(backbone)
+    assert stride == (16 if name == "test_vit" else 32)
+    mask = random_patch_mask(2, (2, 4), 0.5)
+    token = torch.zeros(1, 1, backbone.embed_dim) if backbone.is_vit else None
+    pooled, dense = encode_masked(backbone, images, mask, mask_patch_size=16, mask_token=token)
+    grid = (2, 4) if backbone.is_vit else (1, 2)
+    assert pooled.shape == (2, backbone.embed_dim)
+    assert dense.shape == (2, backbone.embed_dim, *grid)
+    _, full = backbone.forward_dense(images)
+    assert full.shape == dense.shape and not torch.allclose(full, dense)
+
+
+def test_masked_vit_path_without_mask_equals_dense_features():
+    """The custom ViT path (vit_embed + vit_encode) is the model's own forward, token for token."""
+    backbone = Backbone("test_vit", in_chans=1, img_size=32).eval()
+    images = torch.rand(2, 1, 32, 32)
+    nothing = torch.zeros(2, 2, 2, dtype=torch.bool)
+    token = torch.zeros(1, 1, backbone.embed_dim)
+    with torch.no_grad():
+        masked = encode_masked(backbone, images, nothing, mask_patch_size=16, mask_token=token)
+        full = backbone.forward_dense(images)
+    for a, b in zip(masked, full, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])

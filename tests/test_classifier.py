@@ -312,7 +312,8 @@ def test_balanced_weights_count_only_the_training_labels_used(tmp_path):
     dm.setup("fit")
     assert dm.class_names == ["good", "scratch"]
     kept = torch.zeros(2, dtype=torch.long)
-    for _, labels in dm.train_dataloader():
+    for batch in dm.train_dataloader():
+        labels = batch.labels
         kept += torch.bincount(labels[labels >= 0], minlength=2)
     assert kept.sum() < 30  # label_fraction hid some training labels
     n, classes = kept.sum().item(), 2

@@ -13,7 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_ssl.augment import policy
-from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
+from lit_ssl.data import (
+    Batch,
+    FactoryDataModule,
+    ViewSpec,
+    collate_batch,
+    write_synthetic_dataset,
+)
 from lit_ssl.data.synthetic import default_dataset
 
 SIZE = 32
@@ -36,8 +42,11 @@ def _module(root: Path, **kwargs) -> FactoryDataModule:
 
 def test_ssl_batches_follow_the_contract(synthetic: Path) -> None:
     dm = _module(synthetic)
-    views, labels = next(iter(dm.train_dataloader()))
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, Batch) and batch.clean is None and batch.masks is None
+    views, labels = batch.views, batch.labels
     assert isinstance(views, list) and len(views) == 2  # nobody asked: 2 views
+    assert len(batch.paths) == 8 and all(p.startswith(str(synthetic)) for p in batch.paths)
     for view in views:
         assert view.shape == (8, 3, SIZE, SIZE) and view.dtype == torch.float32
         assert float(view.min()) >= 0.0 and float(view.max()) <= 1.0
@@ -49,11 +58,13 @@ def test_views_come_from_the_head_with_clean_view(synthetic: Path) -> None:
     dm = _module(synthetic, in_chans=1)
     dm.configure_views(3, clean_view=True)
     dataset = dm.train_dataloader().dataset
-    views, _ = dataset[0]
-    assert len(views) == 4 and views[0].shape == (1, SIZE, SIZE)
+    item = dataset[0]
+    assert len(item.views) == 3 and item.views[0].shape == (1, SIZE, SIZE)
     raw = dataset.store.image(int(dataset.indices[0]))
     clean = policy("minimal", SIZE, 1)(image=raw)["image"]
-    np.testing.assert_allclose(views[-1].numpy()[0], clean[:, :, 0], atol=1e-6)
+    np.testing.assert_allclose(item.clean.numpy()[0], clean[:, :, 0], atol=1e-6)
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch.views) == 3 and batch.clean.shape == (8, 1, SIZE, SIZE)
 
 
 def test_explicit_views_conflicting_with_head_is_an_error(synthetic: Path) -> None:
@@ -68,12 +79,14 @@ def test_classify_batches_labels_and_splits(synthetic: Path) -> None:
     assert dm.class_names[0] == "good" and dm.good_class == 0
     assert dm.class_names[1:] == sorted(dm.class_names[1:])
     assert dm.class_counts["good"] == 32 and dm.num_classes == 6
-    image, label = next(iter(dm.train_dataloader()))
-    assert image.shape == (8, 3, SIZE, SIZE) and label.min() >= 0
-    image, label = next(iter(dm.val_dataloader()))
-    assert image.shape[1:] == (3, SIZE, SIZE)
-    image, label, paths = next(iter(dm.test_dataloader()))
-    assert isinstance(paths, list | tuple) and isinstance(paths[0], str)
+    train = next(iter(dm.train_dataloader()))
+    assert len(train.views) == 1 and train.clean is None
+    assert train.images.shape == (8, 3, SIZE, SIZE) and train.labels.min() >= 0
+    val = next(iter(dm.val_dataloader()))
+    assert len(val.views) == 1 and val.images.shape[1:] == (3, SIZE, SIZE)
+    test = next(iter(dm.test_dataloader()))
+    assert isinstance(test.paths, list) and isinstance(test.paths[0], str)
+    assert len(test.paths) == test.labels.shape[0] == test.images.shape[0]
     for split in ("train", "val", "test"):  # stratified: every class in every split
         assert set(dm.labels[dm.splits == split].tolist()) == set(range(6))
     assert len(dm.predict_dataloader().dataset) == len(dm.samples)
@@ -191,8 +204,8 @@ def identical(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _digests(loader: DataLoader, epochs: int) -> list[str]:
     out = []
     for _ in range(epochs):
-        for views, _ in loader:
-            for view in views:
+        for batch in loader:
+            for view in batch.views:
                 out += [hashlib.sha1(v.numpy().tobytes()).hexdigest() for v in view]
     return out
 
@@ -216,28 +229,26 @@ def test_views_differ_across_workers_and_epochs_and_reproduce(
 def test_without_reseeding_albumentations_repeats_views(identical: Path) -> None:
     """Documents the trap the worker_init_fn fixes (albumentations 2.0.8)."""
     dataset = _module(identical).train_dataloader().dataset
-    loader = DataLoader(dataset, batch_size=2, num_workers=2)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_batch)
     seen = _digests(loader, epochs=2)
     assert len(set(seen)) < len(seen) / 2
 
 
 def test_trainer_asks_for_views_before_loaders_are_built(synthetic: Path) -> None:
-    """The Lightning call order the SSLModule relies on: dm.setup, module.setup, loaders."""
+    """The data module reads the model's declared ``view_spec`` in its own setup."""
     import lightning as L
 
     class ThreeViews(L.LightningModule):
+        view_spec = ViewSpec(3, clean=True)
+
         def __init__(self) -> None:
             super().__init__()
             self.layer = torch.nn.Linear(3, 1)
-            self.seen: list[int] = []
-
-        def setup(self, stage: str) -> None:
-            self.trainer.datamodule.configure_views(3, clean_view=True)
+            self.seen: list[tuple[int, bool]] = []
 
         def training_step(self, batch, batch_idx):
-            views, labels = batch
-            self.seen.append(len(views))
-            return self.layer(views[0].mean((2, 3))).mean()
+            self.seen.append((len(batch.views), batch.clean is not None))
+            return self.layer(batch.views[0].mean((2, 3))).mean()
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -247,4 +258,7 @@ def test_trainer_asks_for_views_before_loaders_are_built(synthetic: Path) -> Non
     trainer.fit(
         model, datamodule=FactoryDataModule(root=str(synthetic), image_size=SIZE, batch_size=4)
     )
-    assert model.seen == [4, 4]
+    assert model.seen == [(3, True), (3, True)]
+    conflicting = FactoryDataModule(root=str(synthetic), image_size=SIZE, views=2, batch_size=4)
+    with pytest.raises(ValueError, match=r"views=2.*num_views=3"):
+        trainer.fit(ThreeViews(), datamodule=conflicting)

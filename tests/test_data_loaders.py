@@ -38,8 +38,8 @@ def _module(root: Path, stage: str = "fit", **kwargs) -> FactoryDataModule:
 
 def _digest(loader: DataLoader) -> list[str]:
     out = []
-    for views, _ in loader:
-        out += [hashlib.sha1(v.numpy().tobytes()).hexdigest() for v in views]
+    for batch in loader:
+        out += [hashlib.sha1(v.numpy().tobytes()).hexdigest() for v in batch.views]
     return out
 
 
@@ -48,7 +48,7 @@ def _digest(loader: DataLoader) -> list[str]:
 
 def _observe(loader: DataLoader) -> tuple[list[int], torch.Tensor, list[str]]:
     """The sampler's order, the first view of sample 0, and every view of one pass."""
-    return list(loader.sampler), loader.dataset[0][0][0], _digest(loader)
+    return list(loader.sampler), loader.dataset[0].views[0], _digest(loader)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -73,7 +73,7 @@ def test_reload_every_epoch_under_a_trainer_does_not_repeat(classes: Path) -> No
             self.seen: dict[int, list[str]] = {}
 
         def training_step(self, batch, batch_idx):
-            views, _ = batch
+            views = batch.views
             digest = hashlib.sha1(views[0].numpy().tobytes()).hexdigest()
             self.seen.setdefault(self.current_epoch, []).append(digest)
             return self.layer(views[0].mean((2, 3))).mean()
@@ -111,7 +111,7 @@ def test_train_class_counts_follow_label_fraction_and_binary(classes: Path) -> N
     train = full.labels[full.splits == "train"]
     assert counts == [int((train == i).sum()) for i in range(3)]
     few = _module(classes, task="classify", label_fraction=0.5)
-    labels = [int(y) for _, y in few.train_dataloader().dataset]
+    labels = [item.labels for item in few.train_dataloader().dataset]
     assert few.train_class_counts == [labels.count(i) for i in range(3)]
     assert sum(few.train_class_counts) < sum(counts)
     binary = _module(classes, task="classify", binary=True, label_fraction=0.5)
@@ -134,10 +134,10 @@ def test_classify_predicts_on_a_plain_folder_without_labels(tmp_path: Path) -> N
         dm = _module(tmp_path, stage="predict", task="classify", binary=True)
     assert dm.skipped_files == [str((tmp_path / "new" / "cut.png").resolve())]
     paths, labels = [], []
-    for images, target, batch_paths in dm.predict_dataloader():
-        assert images.shape[1:] == (3, SIZE, SIZE)
-        paths += list(batch_paths)
-        labels += target.tolist()
+    for batch in dm.predict_dataloader():
+        assert len(batch.views) == 1 and batch.images.shape[1:] == (3, SIZE, SIZE)
+        paths += batch.paths
+        labels += batch.labels.tolist()
     expected = sorted(str((tmp_path / n).resolve()) for n in names)
     assert paths == expected and labels == [-1] * 4
     for stage in ("fit", "validate", "test"):

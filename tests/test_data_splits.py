@@ -133,8 +133,7 @@ def test_classify_on_a_good_only_train_split_asks_for_resplit(tmp_path: Path) ->
     _module(root, stage="test", task="classify")  # testing on MVTec's test split is fine
     dm = _module(root, task="classify", resplit=True)
     assert set(dm.labels[dm.splits == "train"].tolist()) == {0, 1, 2}
-    image, label = next(iter(dm.train_dataloader()))
-    assert image.shape == (4, 3, SIZE, SIZE)
+    assert next(iter(dm.train_dataloader())).images.shape == (4, 3, SIZE, SIZE)
 
 
 def test_csv_split_column_is_kept_unless_resplit(tmp_path: Path) -> None:

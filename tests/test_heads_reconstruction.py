@@ -11,7 +11,7 @@ from _head_data import BATCH, SIZE, gratings, make_views
 
 from lit_ssl.backbone import Backbone
 from lit_ssl.heads import MAE, DenoisingAutoencoder, MaskedReconstruction, SSLHead
-from lit_ssl.heads.reconstruction import mae_loss, masked_pixel_loss
+from lit_ssl.losses import mae_loss, masked_pixel_loss
 from lit_ssl.module import SSLModule
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread

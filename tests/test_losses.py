@@ -117,6 +117,12 @@ def test_negative_cosine_no_hidden_stop_gradient():
     assert p.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
 
 
+def test_byol_is_the_normalised_mse_of_grill_et_al():
+    p, z = torch.randn(5, 4), torch.randn(5, 4)
+    expected = (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean()
+    torch.testing.assert_close(losses.byol(p, z), expected)
+
+
 # ----------------------------------------------------------------- vicreg
 
 
@@ -335,3 +341,43 @@ def test_heads_without_batch_statistics_take_a_batch_of_one():
 
     assert BYOL().min_batch_size == 1 and MaskedReconstruction().min_batch_size == 1
     assert Hybrid(MaskedReconstruction(), LatentPrediction()).min_batch_size == 1
+
+
+# ----------------------------------------------------------------- one definition per loss
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(losses, raise_on_error=False)
+    assert result.attempted >= 10 and result.failed == 0
+
+
+def test_heads_compute_their_losses_with_the_loss_functions():
+    from lit_ssl.backbone import Backbone
+    from lit_ssl.heads import BYOL, BarlowTwins, SimCLR, VICReg
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 8), torch.randn(6, 8)
+    vicreg = VICReg(sim_weight=2.0, var_weight=3.0, cov_weight=4.0)
+    loss, terms = vicreg.loss_terms(z1, z2)
+    torch.testing.assert_close(loss, losses.vicreg(z1, z2, 2.0, 3.0, 4.0))
+    assert set(terms) == {"invariance", "variance", "covariance"}
+    torch.testing.assert_close(
+        BarlowTwins(lambd=0.1).loss_terms(z1, z2)[0], losses.barlow_twins(z1, z2, 0.1)
+    )
+    torch.testing.assert_close(
+        SimCLR(temperature=0.3).loss_terms(z1, z2)[0], losses.info_nce(z1, z2, 0.3)
+    )
+    backbone = Backbone("test_resnet", in_chans=1).eval()
+    byol = BYOL(hidden_dim=16, out_dim=8)
+    byol.build(backbone)
+    byol.eval()
+    views = [torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32)]
+    with torch.no_grad():
+        output = byol(backbone, views)
+        z = byol.projector(torch.cat([backbone(v) for v in views]))
+        p1, p2 = byol.predictor(z).chunk(2)
+        t1, t2 = byol.teacher(torch.cat(views)).chunk(2)
+    old = 4.0 + 2.0 * (losses.negative_cosine(p1, t2) + losses.negative_cosine(p2, t1))
+    torch.testing.assert_close(output.loss, old)

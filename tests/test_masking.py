@@ -1,16 +1,16 @@
-"""Masking utilities on their own: exact ratios, determinism, shapes, non-square grids."""
+"""Masking utilities on their own: exact ratios, determinism, shapes, non-square grids,
+the ratio and fill validators."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lit_ssl.backbone import Backbone
+from lit_ssl.heads import MAE, LatentPrediction, MaskedReconstruction
 from lit_ssl.masking import (
     cell_weights,
-    dense_stride,
-    encode_dense,
-    encode_masked,
+    check_fill,
+    check_mask_ratio,
     fill_masked,
     gather_tokens,
     keep_indices,
@@ -19,6 +19,7 @@ from lit_ssl.masking import (
     patch_grid,
     patchify,
     random_patch_mask,
+    random_patch_mask_for,
     unpatchify,
     upsample_mask,
 )
@@ -106,18 +107,32 @@ def test_fill_masked_mean_and_zero() -> None:
     assert torch.allclose(mean[:, :, 0, 0], images.mean((2, 3)))
 
 
-@pytest.mark.parametrize("name", ["test_vit", "test_resnet"])
-def test_masked_encoding_on_non_square_images(name: str) -> None:
-    torch.manual_seed(0)
-    backbone = Backbone(name, in_chans=1, img_size=32).eval()
-    images = torch.rand(2, 1, 32, 64)
-    stride = dense_stride(backbone)
-    assert stride == (16 if name == "test_vit" else 32)
-    mask = random_patch_mask(2, (2, 4), 0.5)
-    token = torch.zeros(1, 1, backbone.embed_dim) if backbone.is_vit else None
-    pooled, dense = encode_masked(backbone, images, mask, mask_patch_size=16, mask_token=token)
-    grid = (2, 4) if backbone.is_vit else (1, 2)
-    assert pooled.shape == (2, backbone.embed_dim)
-    assert dense.shape == (2, backbone.embed_dim, *grid)
-    _, full = encode_dense(backbone, images)
-    assert full.shape == dense.shape and not torch.allclose(full, dense)
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_one_ratio_validator_for_heads_and_masks(ratio: float) -> None:
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
+        check_mask_ratio(ratio)
+    for head in (MAE, MaskedReconstruction, LatentPrediction):
+        with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
+            head(mask_ratio=ratio)
+    if 0.0 <= ratio <= 1.0:
+        assert check_mask_ratio(ratio, closed=True) == ratio
+    else:
+        with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\]"):
+            num_masked_patches(4, ratio)
+
+
+def test_one_fill_validator_for_heads_and_masks() -> None:
+    assert check_fill("mean") == "mean" and check_fill("zero") == "zero"
+    images, pixel_mask = torch.rand(1, 1, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="fill must be 'mean' or 'zero', got 'noise'"):
+        fill_masked(images, pixel_mask, "noise")
+    for head in (MaskedReconstruction, LatentPrediction):
+        with pytest.raises(ValueError, match="fill must be 'mean' or 'zero', got 'noise'"):
+            head(fill="noise")
+
+
+def test_random_patch_mask_for_images() -> None:
+    mask = random_patch_mask_for(torch.rand(3, 1, 32, 64), 16, 0.5)
+    assert mask.shape == (3, 2, 4) and mask.flatten(1).sum(1).tolist() == [4, 4, 4]
+    with pytest.raises(ValueError, match="masks no patch"):
+        random_patch_mask_for(torch.rand(1, 1, 16, 16), 16, 0.2)

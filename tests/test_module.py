@@ -393,12 +393,14 @@ def test_bad_batches_give_clear_errors():
     module = make_module("simclr")
     views = fixed_batch(3, n=4)
     labels = torch.full((4,), -1)
-    with pytest.raises(TypeError, match="list of image tensors"):
+    with pytest.raises(ValueError, match="needs 2 view"):  # an image batch is one view
         module.training_step((views[0], labels), 0)
-    with pytest.raises(ValueError, match="needs 2 views"):
+    with pytest.raises(ValueError, match="needs 2 view"):
         module.training_step(([views[0]], labels), 0)
     with pytest.raises(TypeError, match=r"\(views, labels\)"):
-        module.training_step(views[0], 0)
+        module.training_step("views", 0)
+    with pytest.raises(TypeError, match=r"\(views, labels\)"):
+        module.training_step(([views[0], "x"], labels), 0)
 
 
 def test_constructor_errors():

@@ -72,8 +72,9 @@ def test_predict_writes_predictions_csv_in_the_run_folder(finetuned, capsys):
     data.setup("predict")
     expected = {}
     with torch.no_grad():
-        for images, _, paths in data.predict_dataloader():
-            expected.update(zip(paths, classifier.predict_scores(images)[0].tolist(), strict=True))
+        for batch in data.predict_dataloader():
+            scores = classifier.predict_scores(batch.images)[0].tolist()
+            expected.update(zip(batch.paths, scores, strict=True))
     for row in rows:
         assert float(row["defect_score"]) == pytest.approx(expected[row["path"]], abs=1e-5)
 

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lit_ssl.backbone.encoding import dense_features
+
 __all__ = ["Backbone", "load_backbone_config"]
 
 CONFIG_SUFFIX = ".json"
@@ -55,7 +57,8 @@ class Backbone(nn.Module):
         * ``forward_dense(x)`` -> ``(pooled, dense)`` with dense features always laid out
           as a grid ``(B, dense_dim, h, w)`` (``dense_dim == embed_dim`` except for models
           with a pre-logits projection, e.g. MobileNetV3): the last feature map for CNNs, the patch
-          tokens (prefix tokens removed) reshaped to the patch grid for ViTs.
+          tokens (prefix tokens removed) laid out on the patch grid for ViTs, both from timm's
+          ``forward_intermediates(output_fmt="NCHW")``.
 
     Args:
         name: timm architecture name, e.g. ``"resnet18"``, ``"vit_small_patch16_224"``.
@@ -136,25 +139,13 @@ class Backbone(nn.Module):
         """Pooled ``(B, embed_dim)`` features from ``features(x)``."""
         return self.model.forward_head(features, pre_logits=True)
 
-    def to_grid(self, features: Tensor) -> Tensor:
-        """Dense ``(B, D, h, w)`` grid from ``features(x)`` (tokens or NHWC maps)."""
-        if features.ndim == 3:
-            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0) :]
-            side = int(round(tokens.shape[1] ** 0.5))
-            if side * side != tokens.shape[1]:
-                raise ValueError(
-                    f"Cannot lay {tokens.shape[1]} patch tokens on a square grid; use square "
-                    "images with ViT backbones."
-                )
-            return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
-        if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
-            return features.permute(0, 3, 1, 2)
-        return features
-
     def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """One forward pass returning pooled ``(B, D)`` and dense ``(B, D, h, w)`` features."""
-        features = self.features(x)
-        return self.pool(features), self.to_grid(features)
+        """One forward pass returning pooled ``(B, D)`` and dense ``(B, D, h, w)`` features.
+
+        Through timm's ``forward_intermediates`` (see ``lit_ssl.backbone.encoding``); ViT
+        token grids may be non-square (models with ``dynamic_img_size``).
+        """
+        return dense_features(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, embed_dim)`` of float images in [0, 1]."""

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_ssl.callbacks.run_folder import run_dir
+from lit_ssl.data.batch import Batch, as_batch
 from lit_ssl.figures import save_embedding_plot, save_image_grid
 
 __all__ = [
@@ -51,21 +52,21 @@ class ReconstructionGrid(Callback):
     def __init__(self, every_n_epochs: int = 1, num_images: int = 8) -> None:
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
-        self._views: list[Tensor] | None = None
+        self._batch: Batch | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx == 0:
-            self._views = [v[: self.num_images].detach() for v in batch[0]]
+            self._batch = pl_module.to_batch(batch).take(self.num_images)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if self._views is None or (epoch + 1) % self.every_n_epochs:
+        if self._batch is None or (epoch + 1) % self.every_n_epochs:
             return
         # Every rank runs the head (a hybrid's joint-embedding loss gathers across ranks);
         # rank 0 alone saves.
-        result = pl_module.reconstructions(self._views)
+        result = pl_module.reconstructions(self._batch)
         if result is None or not trainer.is_global_zero:
             return
         path = save_image_grid(
@@ -108,12 +109,11 @@ class EmbeddingPlot(Callback):
         was_training = pl_module.training
         pl_module.eval()
         feats, labs, count = [], [], 0
-        for batch in loader:
-            images, labels = batch[0], batch[1]
-            if isinstance(images, list | tuple):
-                images = images[0]
+        for raw in loader:
+            batch = as_batch(raw)
+            images = batch.views[0]
             feats.append(pl_module(images.to(pl_module.device)).float().cpu())
-            labs.append(torch.as_tensor(labels).cpu())
+            labs.append(batch.labels.cpu())
             count += images.shape[0]
             if count >= self.max_samples:
                 break

@@ -1,7 +1,8 @@
 """OnlineProbe: how linearly separable (and kNN-classifiable) defects are, during SSL.
 
-Reads the batch contract of ``SSLModule``: batches ``(views, labels)`` with ``labels == -1``
-where unknown, and step outputs ``{"loss", "head_output", "labels"}``.
+Reads the batch contract of ``SSLModule``: :class:`lit_ssl.data.Batch` records (or plain
+``(views, labels)`` tuples, through :func:`lit_ssl.data.as_batch`) with ``labels == -1`` where
+unknown, and step outputs ``{"loss", "head_output", "labels"}``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
+
+from lit_ssl.data.batch import as_batch
 
 __all__ = ["OnlineProbe", "knn_predict"]
 
@@ -219,17 +222,15 @@ class OnlineProbe(L.Callback):
         head_output = outputs.get("head_output") if isinstance(outputs, dict) else None
         features = getattr(head_output, "features", None)
         if features is None:
-            views = batch[0]
-            images = views[0] if isinstance(views, list | tuple) else views
             with torch.no_grad():
-                features = pl_module.backbone(images)
+                features = pl_module.backbone(as_batch(batch).views[0])
         return features.detach().float()
 
     @staticmethod
     def _labels(outputs: Any, batch: Any) -> Tensor:
         if isinstance(outputs, dict) and outputs.get("labels") is not None:
             return outputs["labels"]
-        return batch[1]
+        return as_batch(batch).labels
 
     def _defect_target(self, labels: Tensor) -> Tensor:
         """1 defect, 0 good, -1 unknown (ignored by the AUROC)."""

@@ -1,9 +1,11 @@
 """DefectClassifier: a timm backbone (e.g. from SSL pretraining) fine-tuned into a defect
 classifier, with class-balanced losses, a validation-chosen threshold and metrics.
 
-Batch contract (``FactoryDataModule(task="classify")``): train/val batches are
-``(images, labels)``; test/predict batches ``(images, labels, paths)``. Images are float
-``(B, C, H, W)`` in [0, 1]; labels are class indices into ``classes``.
+Batch contract: :class:`lit_ssl.data.Batch` records (``FactoryDataModule(task="classify")``:
+the image is ``views[0]``, with ``labels`` and ``paths``) or a plain DataLoader's
+``(images, labels)``, ``(images, labels, paths)`` or bare ``images``, all read through
+:func:`lit_ssl.data.as_batch`. Images are float ``(B, C, H, W)`` in [0, 1]; labels are class
+indices into ``classes`` (-1 unknown, predict only).
 
 One inference path: ``predict_scores`` (softmax probabilities and the defect score
 ``1 - p(good)``) serves validation, test, predict and the ONNX export alike; the decision
@@ -32,6 +34,7 @@ from lit_ssl.backbone import Backbone, load_backbone_config
 from lit_ssl.classify.metrics import DefectMetrics
 from lit_ssl.classify.scoring import defect_scores
 from lit_ssl.classify.thresholds import select_threshold
+from lit_ssl.data.batch import as_batch
 from lit_ssl.data.table import good_index
 from lit_ssl.optim import decay_groups
 
@@ -186,16 +189,6 @@ def _check_classes(classes: list[str] | None, good_class: str) -> list[str]:
     if good_class not in classes:
         raise ValueError(f"good_class={good_class!r} is not one of classes={classes}.")
     return classes
-
-
-def _parse_batch(batch: Any) -> tuple[Tensor, Tensor | None, list[str] | None]:
-    """``images`` | ``(images, labels)`` | ``(images, labels, paths)`` | ``(images, paths)``."""
-    if isinstance(batch, Tensor):
-        return batch, None, None
-    images, rest = batch[0], list(batch[1:])
-    labels = rest.pop(0) if rest and isinstance(rest[0], Tensor) else None
-    paths = list(rest[0]) if rest else None
-    return images, labels, paths
 
 
 # --------------------------------------------------------------------------- module
@@ -369,7 +362,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=hp.label_smoothing)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, labels, _ = _parse_batch(batch)
+        batch = as_batch(batch)
+        images, labels = batch.views[0], batch.labels
         self._record_size(images)
         loss = self._loss(self(images).float(), labels)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
@@ -441,7 +435,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         )
         counts = torch.zeros(num, dtype=torch.long)
         for batch in loader:
-            labels = _parse_batch(batch)[1]
+            labels = as_batch(batch).labels
             counts += torch.bincount(labels.flatten().cpu(), minlength=num)[:num]
         return self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
 
@@ -454,7 +448,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels, _ = _parse_batch(batch)
+        batch = as_batch(batch)
+        images, labels = batch.views[0], batch.labels
         logits = self(images).float()
         scores, probs = self.scores_from_logits(logits)
         self.log("val/loss", self._loss(logits, labels), sync_dist=True)
@@ -485,8 +480,9 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
 
     # ------------------------------------------------------------------ test / predict
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        images, labels, _ = _parse_batch(batch)
-        scores, probs = self.predict_scores(images)
+        batch = as_batch(batch)
+        labels = batch.labels
+        scores, probs = self.predict_scores(batch.views[0])
         self.test_metrics.update(scores, self.decide(scores, probs, self.threshold), labels)
 
     def on_test_epoch_end(self) -> None:
@@ -496,8 +492,9 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
         """Per-image dicts: path, defect_score, decision ("defect"/"good" at the stored
         threshold), predicted_class, is_defect, label, p_<class>."""
-        images, labels, paths = _parse_batch(batch)
-        scores, probs = self.predict_scores(images)
+        batch = as_batch(batch)
+        labels, paths = batch.labels.tolist(), batch.paths
+        scores, probs = self.predict_scores(batch.views[0])
         preds = self.decide(scores, probs, self.threshold)
         rows = []
         for i, (score, pred) in enumerate(zip(scores.tolist(), preds.tolist(), strict=True)):
@@ -507,7 +504,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
                 "decision": "good" if pred == self.good_index else "defect",
                 "predicted_class": self.classes[pred],
                 "is_defect": pred != self.good_index,
-                "label": self.classes[int(labels[i])] if _known(labels, i) else None,
+                "label": self.classes[labels[i]] if labels[i] >= 0 else None,
             }
             row.update({f"p_{c}": p for c, p in zip(self.classes, probs[i].tolist(), strict=True)})
             rows.append(row)
@@ -576,10 +573,6 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         from lit_ssl.classify.export import to_onnx
 
         return to_onnx(self, path, image_size=image_size)
-
-
-def _known(labels: Tensor | None, i: int) -> bool:
-    return labels is not None and int(labels[i]) >= 0
 
 
 def _checked_counts(counts: Sequence[int], classes: list[str]) -> Tensor:

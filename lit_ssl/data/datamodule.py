@@ -1,15 +1,20 @@
 """FactoryDataModule: a folder of factory images (or the embedded synthetic data) to batches.
 
-Batch formats:
+Batches: every loader, every stage and task, yields one :class:`~lit_ssl.data.batch.Batch`
+read by name: ``views`` (a list of float32 ``(B, C, H, W)`` tensors in [0, 1]), ``labels`` (a
+LongTensor ``(B,)``, -1 where unknown), ``clean`` (the resize-only image when the model's head
+asked for it, else None), ``paths`` (list of str) and ``masks`` (None for now).
 
-- ``task="ssl"``, train/val: ``(views, labels)``; ``views`` is a list of float32 ``(B, C, H, W)``
-  tensors in [0, 1] (one per view, then the resize-only clean view if a head asked for it),
-  ``labels`` a LongTensor ``(B,)`` with -1 where unknown.
-- ``task="classify"``, train/val: ``(images, labels)``.
-- test and predict, both tasks: ``(images, labels, paths)``, ``paths`` a list of str; test
-  covers the test split, predict every readable sample of the dataset (sorted by path). Predicting
-  needs no labels, even with ``task="classify"`` (labels are then -1): a plain folder of new
-  images can be given as ``root``.
+- ``task="ssl"``, train/val: as many augmented ``views`` as the model's ``view_spec`` asks for.
+- ``task="classify"`` train/val, and test and predict of both tasks: one view (augmented for
+  classify train, resize only otherwise). Test covers the test split, predict every readable
+  sample of the dataset (sorted by path). Predicting needs no labels, even with
+  ``task="classify"`` (labels are then -1): a plain folder of new images can be given as
+  ``root``.
+
+Views: with ``views=None`` the data module reads the model's needs in :meth:`setup`, from
+``trainer.lightning_module.view_spec`` (:class:`~lit_ssl.data.batch.ViewSpec`; ``SSLModule``
+has one); without a trainer, call :meth:`configure_views`.
 
 Seeding: every loader's shuffling and augmentation seed comes from ``(seed, rank, stage, epoch,
 build)``, ``build`` counting how many times that stage's loader was built in that epoch, so a
@@ -35,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_ssl.augment.views import MultiView, multi_view
+from lit_ssl.data.batch import ViewSpec, collate_batch
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
 from lit_ssl.data.io import IMAGE_EXTENSIONS, WalkReport, infer_bit_depth, multipage_message
 from lit_ssl.data.layouts import LAYOUTS, Sample, find_samples
@@ -72,8 +78,8 @@ class FactoryDataModule(L.LightningDataModule):
             ``unlabeled`` (see :mod:`lit_ssl.data.layouts`).
         task: ``"ssl"`` (multi-view batches) or ``"classify"`` (image batches).
         policy: Augmentation preset name or YAML path, or one per view.
-        views: Number of augmented views; None lets the model decide (via
-            :meth:`configure_views`), 2 if nobody does.
+        views: Number of augmented views; None lets the model decide (its ``view_spec``, read
+            in :meth:`setup`, or :meth:`configure_views`), 2 if nobody does.
         image_size: Side of the square images given to the model.
         in_chans: Channels given to the model (mono/RGB converted as needed).
         batch_size: Batch size of every loader.
@@ -176,7 +182,10 @@ class FactoryDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ views
 
     def configure_views(self, num_views: int, clean_view: bool = False) -> None:
-        """Set the number of views the model's head needs (called by ``SSLModule.setup``).
+        """Set the number of views the model's head needs.
+
+        :meth:`setup` calls it with the ``view_spec`` of the trainer's model; call it yourself
+        when building loaders without a trainer.
 
         Args:
             num_views: Augmented views per sample.
@@ -220,6 +229,14 @@ class FactoryDataModule(L.LightningDataModule):
         if not self._ready:
             self._prepare()
         self._check_stage(stage)
+        self._adopt_view_spec()
+
+    def _adopt_view_spec(self) -> None:
+        """Views the trainer's model declares (``view_spec``), if it is attached and has one."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        spec = getattr(model, "view_spec", None)
+        if isinstance(spec, ViewSpec):
+            self.configure_views(spec.num_views, spec.clean)
 
     def _prepare(self) -> None:
         hp = self.hparams
@@ -489,6 +506,7 @@ class FactoryDataModule(L.LightningDataModule):
             persistent_workers=workers > 0 and hp.persistent_workers,
             worker_init_fn=worker_init_fn if workers > 0 else None,
             generator=torch.Generator().manual_seed(seed),
+            collate_fn=collate_batch,
             drop_last=train and hp.drop_last and len(dataset) >= hp.batch_size,
         )
 
@@ -502,28 +520,24 @@ class FactoryDataModule(L.LightningDataModule):
             )
         labels = self.train_labels if stage == "train" else self.labels
         indices = self._indices(split, labels, labeled_only=classify and stage != "predict")
-        if stage in ("test", "predict"):
-            views = self._views(stage, 1, False, seed)
-            return FactoryDataset(self._store, indices, labels, views, "image_path")
-        if classify:
-            return FactoryDataset(
-                self._store, indices, labels, self._views(stage, 1, False, seed), "image"
-            )
-        transform = self._views(stage, self.num_views, self.clean_view, seed)
-        return FactoryDataset(self._store, indices, labels, transform, "views")
+        if classify or stage in ("test", "predict"):
+            transform = self._views(stage, 1, False, seed)
+        else:
+            transform = self._views(stage, self.num_views, self.clean_view, seed)
+        return FactoryDataset(self._store, indices, labels, transform)
 
     def train_dataloader(self) -> DataLoader:
-        """Training batches (augmented views for ssl, augmented images for classify)."""
+        """Training batches (augmented views for ssl, one augmented view for classify)."""
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches (augmented views for ssl, resized images for classify)."""
+        """Validation batches (augmented views for ssl, one resized image for classify)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """Test batches ``(images, labels, paths)``, resize only."""
+        """Test batches (one resized view, labels, paths) of the test split."""
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """Prediction batches ``(images, labels, paths)`` over every sample, resize only."""
+        """Prediction batches (one resized view, labels, paths) over every sample."""
         return self._loader("predict")

@@ -1,26 +1,25 @@
 """Torch datasets over a sample table: decode once per sample, transform into one or more views.
 
 The per-sample path reads the file once (or takes the array decoded at setup), converts it to
-float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array.
+float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array. Each
+sample is an unbatched :class:`~lit_ssl.data.batch.Batch`; ``collate_batch`` stacks them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from lit_ssl.augment.views import MultiView
+from lit_ssl.data.batch import Batch
 from lit_ssl.data.io import BadImageError, convert_channels, decode, to_float
 
 __all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
 
 log = logging.getLogger("lit_ssl.data")
-Mode = Literal["views", "image", "image_path"]
 
 
 class ImageStore:
@@ -94,20 +93,17 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class FactoryDataset(Dataset):
-    """Samples of one split, as views or single images.
+    """Samples of one split; each item an unbatched :class:`~lit_ssl.data.batch.Batch`.
 
-    Items by ``mode``:
-
-    - ``"views"``: ``(views, label)``, views a list of ``(C, H, W)`` float tensors in [0, 1];
-    - ``"image"``: ``(image, label)``;
-    - ``"image_path"``: ``(image, label, path)``.
+    Items: ``views`` a list of ``(C, H, W)`` float tensors in [0, 1] (one per policy of
+    ``transform``), ``labels`` an ``int`` (-1 unknown), ``clean`` the ``(C, H, W)`` clean view
+    when ``transform`` has one, ``paths`` the source file (a ``str``), ``masks`` ``None``.
 
     Args:
         store: Decoded images.
         indices: Which samples of ``store`` form this split.
         labels: Label of every sample of ``store`` (-1 unknown).
-        transform: Views to produce (one policy for ``"image"`` modes).
-        mode: Item format (see above).
+        transform: Views to produce (one policy for single-image batches).
     """
 
     def __init__(
@@ -116,13 +112,11 @@ class FactoryDataset(Dataset):
         indices: np.ndarray,
         labels: np.ndarray,
         transform: MultiView,
-        mode: Mode = "views",
     ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
-        self.mode = mode
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -131,15 +125,11 @@ class FactoryDataset(Dataset):
         """Reseed every albumentations policy of this dataset (see :func:`worker_init_fn`)."""
         self.transform.reseed(seed)
 
-    def __getitem__(self, item: int) -> tuple:
+    def __getitem__(self, item: int) -> Batch:
         image, index = self.store.read(int(self.indices[item]))
         views = [_to_tensor(v) for v in self.transform(image)]
-        label = int(self.labels[index])
-        if self.mode == "views":
-            return views, label
-        if self.mode == "image":
-            return views[0], label
-        return views[0], label, self.store.paths[index]
+        clean = views.pop() if self.transform.clean is not None else None
+        return Batch(views, int(self.labels[index]), clean, self.store.paths[index])
 
 
 def worker_init_fn(worker_id: int) -> None:

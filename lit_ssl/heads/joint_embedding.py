@@ -104,8 +104,7 @@ class VICReg(_TwoViewProjectionHead):
 
     def loss_terms(self, z1: Tensor, z2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms = losses.vicreg_terms(z1, z2)
-        sim_w, var_w, cov_w = self.weights
-        loss = sim_w * terms["invariance"] + var_w * terms["variance"] + cov_w * terms["covariance"]
+        loss = losses.vicreg_weighted(terms, *self.weights)
         return loss, {name: value.detach() for name, value in terms.items()}
 
 
@@ -179,7 +178,7 @@ class BYOL(SSLHead):
         z1, z2 = self.projector(torch.cat([h1, h2])).chunk(2)
         p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
         t1, t2 = self.teacher(torch.cat(views[:2])).chunk(2)
-        loss = 4.0 + 2.0 * (losses.negative_cosine(p1, t2) + losses.negative_cosine(p2, t1))
+        loss = losses.byol(p1, t2) + losses.byol(p2, t1)
         return HeadOutput(loss=loss, terms={}, embeddings=z1.detach(), features=h1.detach())
 
     def on_optimizer_step(self, backbone: Backbone, progress: float) -> None:

@@ -9,44 +9,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_ssl.backbone import Backbone
+from lit_ssl.backbone.encoding import check_mask_patch, check_vit, dense_stride, encode_masked
 from lit_ssl.ema import EMATeacher, cosine_momentum
 from lit_ssl.heads.base import HeadOutput, SSLHead
-from lit_ssl.losses import _float32
+from lit_ssl.losses import masked_latent_loss
 from lit_ssl.masking import (
     Fill,
     cell_weights,
-    check_mask_patch,
-    check_vit,
-    dense_stride,
-    encode_dense,
-    encode_masked,
+    check_fill,
+    check_mask_ratio,
     mask_to_pixels,
-    num_masked_patches,
-    patch_grid,
-    random_patch_mask,
+    random_patch_mask_for,
 )
 
-__all__ = ["LatentPrediction", "masked_latent_loss"]
-
-
-@_float32
-def masked_latent_loss(
-    pred: Tensor, target: Tensor, weights: Tensor, kind: Literal["smooth_l1", "mse"] = "smooth_l1"
-) -> Tensor:
-    """Regression loss on dense latents, averaged over masked cells only, in float32.
-
-    Args:
-        pred: ``(B, D, h, w)`` predicted latents.
-        target: ``(B, D, h, w)`` teacher latents (no gradient).
-        weights: ``(B, 1, h, w)`` masked fraction of each cell (0 = visible, 1 = masked).
-        kind: ``"smooth_l1"`` (data2vec, beta = 1) or ``"mse"``.
-    """
-    if kind == "smooth_l1":
-        error = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
-    else:
-        error = (pred - target).square()
-    per_cell = error.mean(dim=1, keepdim=True)
-    return (per_cell * weights).sum() / weights.sum().clamp_min(1e-6)
+__all__ = ["LatentPrediction", "layer_norm_grid"]
 
 
 def layer_norm_grid(dense: Tensor) -> Tensor:
@@ -90,14 +66,12 @@ class LatentPrediction(SSLHead):
         fill: Fill = "mean",
     ) -> None:
         super().__init__()
-        if not 0.0 < mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        check_mask_ratio(mask_ratio)
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}.")
         if loss not in ("smooth_l1", "mse"):
             raise ValueError(f"loss must be 'smooth_l1' or 'mse', got {loss!r}.")
-        if fill not in ("mean", "zero"):
-            raise ValueError(f"fill must be 'mean' or 'zero', got {fill!r}.")
+        check_fill(fill)
         self.mask_ratio = mask_ratio
         self.mask_patch_size = mask_patch_size
         self.predictor_dim = predictor_dim
@@ -129,22 +103,13 @@ class LatentPrediction(SSLHead):
             nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.teacher = EMATeacher(backbone)
 
-    def _mask(self, x: Tensor) -> Tensor:
-        grid = patch_grid(tuple(x.shape[-2:]), self.patch)
-        if num_masked_patches(grid[0] * grid[1], self.mask_ratio) < 1:
-            raise ValueError(
-                f"mask_ratio={self.mask_ratio} masks no patch of the {grid} grid; use a "
-                "smaller mask_patch_size or a larger ratio."
-            )
-        return random_patch_mask(x.shape[0], grid, self.mask_ratio, device=x.device)
-
     def forward(
         self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
     ) -> HeadOutput:
         if self.teacher is None or self.predictor is None:
             raise RuntimeError("LatentPrediction.build(backbone) must be called before forward.")
         x = views[0]
-        mask = self._mask(x)
+        mask = random_patch_mask_for(x, self.patch, self.mask_ratio)
         pooled, dense = encode_masked(
             backbone,
             x,
@@ -155,7 +120,7 @@ class LatentPrediction(SSLHead):
         )
         pred = self.predictor(dense)
         with torch.no_grad():
-            target = layer_norm_grid(encode_dense(self.teacher.module, x)[1])
+            target = layer_norm_grid(self.teacher.module.forward_dense(x)[1])
         weights = cell_weights(mask_to_pixels(mask, self.patch), tuple(dense.shape[-2:]))
         loss = masked_latent_loss(pred, target, weights, self.loss)
         return HeadOutput(loss=loss, terms={}, embeddings=pooled.detach())

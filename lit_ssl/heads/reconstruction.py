@@ -18,14 +18,20 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from lit_ssl.backbone import Backbone
-from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead
-from lit_ssl.losses import _float32
-from lit_ssl.masking import (
-    Fill,
+from lit_ssl.backbone.encoding import (
     check_mask_patch,
     check_vit,
     dense_stride,
     encode_masked,
+    vit_embed,
+    vit_encode,
+)
+from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead
+from lit_ssl.losses import NORM_PIX_EPS, denoising_loss, mae_loss, masked_pixel_loss
+from lit_ssl.masking import (
+    Fill,
+    check_fill,
+    check_mask_ratio,
     fill_masked,
     gather_tokens,
     keep_indices,
@@ -34,62 +40,11 @@ from lit_ssl.masking import (
     patch_grid,
     patchify,
     random_patch_mask,
+    random_patch_mask_for,
     unpatchify,
-    vit_embed,
-    vit_encode,
 )
 
-__all__ = [
-    "MAE",
-    "DenoisingAutoencoder",
-    "MaskedReconstruction",
-    "mae_loss",
-    "masked_pixel_loss",
-    "sincos_2d",
-    "to_unit_range",
-]
-
-NORM_PIX_EPS = 1e-6
-
-
-@_float32
-def masked_pixel_loss(
-    pred: Tensor, target: Tensor, pixel_mask: Tensor, kind: Literal["l1", "l2"] = "l1"
-) -> Tensor:
-    """Mean L1 or squared error over masked pixels only (SimMIM), in float32.
-
-    Args:
-        pred: ``(B, C, H, W)`` predictions.
-        target: ``(B, C, H, W)`` targets.
-        pixel_mask: ``(B, 1, H, W)`` with 1 where masked.
-        kind: ``"l1"`` or ``"l2"``.
-    """
-    diff = pred - target
-    error = diff.abs() if kind == "l1" else diff.square()
-    weight = pixel_mask.expand_as(error)
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-@_float32
-def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix: bool = True) -> Tensor:
-    """MAE loss: per-patch MSE averaged over masked patches (He et al. 2022), in float32.
-
-    Args:
-        pred: ``(B, N, P)`` predicted patches.
-        target: ``(B, N, P)`` target patches (``patchify`` of the normalised image).
-        mask: ``(B, N)`` with 1 where masked.
-        norm_pix: normalise each target patch by its own mean and (unbiased) variance.
-    """
-    if norm_pix:
-        target = _normalise_patches(target)
-    per_patch = (pred - target).square().mean(dim=-1)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def _normalise_patches(patches: Tensor) -> Tensor:
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (var + NORM_PIX_EPS).sqrt()
+__all__ = ["MAE", "DenoisingAutoencoder", "MaskedReconstruction", "sincos_2d", "to_unit_range"]
 
 
 def to_unit_range(backbone: Backbone, normalised: Tensor) -> Tensor:
@@ -111,11 +66,6 @@ def sincos_2d(grid: tuple[int, int], dim: int, device: torch.device | None = Non
     )
     out_y, out_x = ys.reshape(-1, 1) * omega, xs.reshape(-1, 1) * omega
     return torch.cat([out_y.sin(), out_y.cos(), out_x.sin(), out_x.cos()], dim=1)
-
-
-def _check_ratio(ratio: float) -> None:
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1), got {ratio}.")
 
 
 def _init_linear(module: nn.Module) -> None:
@@ -153,7 +103,7 @@ class MAE(SSLHead):
         norm_pix_loss: bool = True,
     ) -> None:
         super().__init__()
-        _check_ratio(mask_ratio)
+        check_mask_ratio(mask_ratio)
         if decoder_dim % 4 or decoder_dim % decoder_heads:
             raise ValueError(
                 f"decoder_dim={decoder_dim} must be divisible by 4 and by decoder_heads="
@@ -281,11 +231,10 @@ class MaskedReconstruction(SSLHead):
         fill: Fill = "mean",
     ) -> None:
         super().__init__()
-        _check_ratio(mask_ratio)
+        check_mask_ratio(mask_ratio)
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}.")
-        if fill not in ("mean", "zero"):
-            raise ValueError(f"fill must be 'mean' or 'zero', got {fill!r}.")
+        check_fill(fill)
         self.mask_ratio = mask_ratio
         self.mask_patch_size = mask_patch_size
         self.loss = loss
@@ -315,14 +264,9 @@ class MaskedReconstruction(SSLHead):
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def _mask(self, x: Tensor) -> Tensor:
-        grid = patch_grid(tuple(x.shape[-2:]), self.patch)
+        mask = random_patch_mask_for(x, self.patch, self.mask_ratio)
         patch_grid(tuple(x.shape[-2:]), self.stride)  # the decoder needs whole cells
-        if num_masked_patches(grid[0] * grid[1], self.mask_ratio) < 1:
-            raise ValueError(
-                f"mask_ratio={self.mask_ratio} masks no patch of the {grid} grid; use a "
-                "smaller mask_patch_size or a larger ratio."
-            )
-        return random_patch_mask(x.shape[0], grid, self.mask_ratio, device=x.device)
+        return mask
 
     def forward(
         self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
@@ -420,7 +364,7 @@ class DenoisingAutoencoder(SSLHead):
         pred = self.decoder(pooled)
         if pred.shape[-2:] != clean.shape[-2:]:
             pred = F.interpolate(pred, size=clean.shape[-2:], mode="bilinear", align_corners=False)
-        loss = _mse(pred, backbone.normalize(clean))
+        loss = denoising_loss(pred, backbone.normalize(clean))
         recon = None
         if return_reconstructions:
             recon = Reconstructions(
@@ -432,8 +376,3 @@ class DenoisingAutoencoder(SSLHead):
         return HeadOutput(
             loss=loss, terms={}, embeddings=features, features=features, reconstructions=recon
         )
-
-
-@_float32
-def _mse(pred: Tensor, target: Tensor) -> Tensor:
-    return F.mse_loss(pred, target)

@@ -1,0 +1,141 @@
+"""One typed batch for every stage and task, read by name: :class:`Batch`.
+
+``FactoryDataModule`` yields :class:`Batch` records from every loader (ssl and classify;
+train, val, test and predict), built by :func:`collate_batch`. Every consumer (``SSLModule``,
+``DefectClassifier``, the probe and monitors, the predictions writer) reads the fields by name
+after :func:`as_batch`, which also turns the plain tuples of a user's own DataLoader into a
+:class:`Batch`: ``(views, labels)`` for pretraining, ``(images, labels)``,
+``(images, labels, paths)`` or bare ``images`` for the classifier.
+
+``Batch`` is a ``NamedTuple``, so Lightning's ``move_data_to_device``, torch's ``pin_memory``
+and Lightning's batch-size inference walk into it without help (``None`` fields stay
+``None``; ``paths`` stay strings).
+
+How many views a model needs is declared by the model, not pushed into the data:
+``SSLModule.view_spec`` returns a :class:`ViewSpec`, which ``FactoryDataModule.setup`` reads
+from ``trainer.lightning_module`` (any LightningModule with a ``view_spec`` works).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate
+
+__all__ = ["Batch", "ViewSpec", "as_batch", "collate_batch"]
+
+
+class ViewSpec(NamedTuple):
+    """What a model needs from the data: ``num_views`` augmented views (and the clean one)."""
+
+    num_views: int
+    clean: bool = False
+
+
+class Batch(NamedTuple):
+    """A batch of images, read by field name.
+
+    Attributes:
+        views: augmented views, a list of float ``(B, C, H, W)`` tensors in [0, 1]; one
+            element for classify, test and predict batches (resize only there).
+        labels: ``(B,)`` int64 class indices, ``-1`` where unknown.
+        clean: the un-augmented (resize-only) image ``(B, C, H, W)`` when the model's head
+            asked for it (``clean_view=True``), else ``None``.
+        paths: source file of every sample, or ``None`` when unknown.
+        masks: ``(B, 1, H, W)`` defect masks, or ``None`` when the data has none.
+
+    One sample from ``FactoryDataset`` has the same fields unbatched (``(C, H, W)`` views, an
+    ``int`` label, a ``str`` path); :func:`collate_batch` stacks them.
+    """
+
+    views: list[Tensor]
+    labels: Tensor
+    clean: Tensor | None = None
+    paths: list[str] | None = None
+    masks: Tensor | None = None
+
+    @property
+    def images(self) -> Tensor:
+        """The first view (the image of classify, test and predict batches)."""
+        return self.views[0]
+
+    def take(self, n: int) -> Batch:
+        """The first ``n`` samples, every field sliced alike."""
+        return Batch(
+            [v[:n] for v in self.views],
+            self.labels[:n],
+            None if self.clean is None else self.clean[:n],
+            None if self.paths is None else list(self.paths[:n]),
+            None if self.masks is None else self.masks[:n],
+        )
+
+
+def collate_batch(items: Sequence[Batch]) -> Batch:
+    """Stack per-sample records into one :class:`Batch` (the loaders' ``collate_fn``).
+
+    Tensors go through torch's ``default_collate``, which stacks straight into shared memory
+    inside worker processes (no extra copy on the way to the main process).
+    """
+    first = items[0]
+    return Batch(
+        default_collate([item.views for item in items]),
+        torch.as_tensor([item.labels for item in items], dtype=torch.long),
+        None if first.clean is None else default_collate([item.clean for item in items]),
+        None if first.paths is None else [item.paths for item in items],
+        None if first.masks is None else default_collate([item.masks for item in items]),
+    )
+
+
+def as_batch(batch: Any, clean_last: bool = False) -> Batch:
+    """A :class:`Batch` from a ``Batch`` or from the plain tuples of a user's DataLoader.
+
+    Accepted: a ``Batch`` (returned as is); ``(views, labels)`` with ``views`` a list of
+    ``(B, C, H, W)`` tensors; ``(images, labels)``, ``(images, labels, paths)`` and
+    ``(images, paths)`` with ``images`` one tensor; a bare ``images`` tensor. Missing labels
+    become ``-1``.
+
+    Args:
+        batch: what the DataLoader yielded (after Lightning moved it to the device).
+        clean_last: the last of several views is the clean image (a head with
+            ``clean_view=True`` fed by a plain ``(views, labels)`` loader): move it to
+            ``clean``.
+
+    Raises:
+        TypeError: ``batch`` is none of the above.
+    """
+    if isinstance(batch, Batch):
+        return batch
+    if isinstance(batch, Tensor):
+        first, rest = batch, []
+    elif isinstance(batch, list | tuple) and batch:
+        first, rest = batch[0], list(batch[1:])
+    else:
+        raise TypeError(_UNKNOWN.format(kind=type(batch).__name__))
+    views = list(first) if isinstance(first, list | tuple) else [first]
+    if not views or not all(isinstance(v, Tensor) for v in views):
+        raise TypeError(_UNKNOWN.format(kind=f"{type(batch).__name__} of {type(first).__name__}"))
+    labels = _labels(rest.pop(0), views[0]) if rest and not _is_paths(rest[0]) else None
+    if labels is None:
+        labels = torch.full((views[0].shape[0],), -1, dtype=torch.long, device=views[0].device)
+    paths = list(rest[0]) if rest and _is_paths(rest[0]) else None
+    clean = views.pop() if clean_last and len(views) > 1 else None
+    return Batch(views, labels, clean, paths)
+
+
+_UNKNOWN = (
+    "expected a lit_ssl.data.Batch or a tuple (views, labels) with views a list of float "
+    "(B, C, H, W) tensors in [0, 1] (or (images, labels[, paths]) for the classifier); got "
+    "{kind}. FactoryDataModule yields Batch records; see lit_ssl.data.batch."
+)
+
+
+def _is_paths(value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and isinstance(value[0], str)
+
+
+def _labels(value: Any, like: Tensor) -> Tensor:
+    labels = value if isinstance(value, Tensor) else torch.as_tensor(value, device=like.device)
+    return labels.long()
