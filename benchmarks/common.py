@@ -164,7 +164,8 @@ def publish(
         save_json(args.json, results)
     body = section()
     write_section(args.md, body)
-    print(f"wrote {args.json} and the '{body.split(chr(10), 1)[0][3:]}' section of {args.md}")
+    stored = "" if args.report_only else f"{args.json} and "
+    print(f"wrote {stored}the '{body.split(chr(10), 1)[0][3:]}' section of {args.md}")
 
 
 def save_json(path: Path, data: dict) -> None:

@@ -219,7 +219,7 @@ def module_name(checkpoint: dict[str, Any]) -> str | None:
         for base in ("DefectClassifier", "SSLModule"):
             if any(k.__name__ == base for k in cls.__mro__):
                 return base
-    if "classes" in hparams and "threshold_mode" in hparams:
+    if ("class_names" in hparams or "classes" in hparams) and "threshold_mode" in hparams:
         return "DefectClassifier"
     if isinstance(hparams.get("head"), dict):
         return "SSLModule"

@@ -26,6 +26,7 @@ from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone
 from lit_ssl.data.batch import Batch, ViewSpec, as_batch
 from lit_ssl.data.datamodule import FactoryDataModule
+from lit_ssl.deprecation import renamed_argument
 from lit_ssl.distributed import world_size
 from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead, describe_head
 from lit_ssl.optim import LARS, decay_groups, warmup_cosine
@@ -56,7 +57,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         backbone: timm architecture name or a ready ``Backbone``.
         head: an ``SSLHead`` (``VICReg()`` by default); changing method is changing this.
         in_chans: input channels when ``backbone`` is a name.
-        img_size: input size for fixed-size architectures (ViTs) when ``backbone`` is a name.
+        image_size: input size for fixed-size architectures (ViTs) when ``backbone`` is a name.
         weights: optional local weights file for the backbone (when given by name).
         optimizer: ``"adamw"`` or ``"lars"``.
         lr: peak learning rate.
@@ -64,6 +65,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         warmup_fraction: fraction of the optimizer steps spent in linear warmup.
         final_lr_ratio: learning rate at the end of the cosine decay, relative to ``lr``.
         channels_last: run CNN backbones in channels-last memory format (faster on GPUs).
+        img_size: deprecated spelling of ``image_size``.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         backbone: str | Backbone = "resnet18",
         head: SSLHead | None = None,
         in_chans: int = 3,
-        img_size: int | None = None,
+        image_size: int | None = None,
         weights: str | None = None,
         optimizer: Literal["adamw", "lars"] = "adamw",
         lr: float = 1e-3,
@@ -79,8 +81,10 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         warmup_fraction: float = 0.1,
         final_lr_ratio: float = 0.01,
         channels_last: bool = False,
+        img_size: int | None = None,
     ) -> None:
         super().__init__()
+        image_size = renamed_argument("SSLModule", "img_size", img_size, "image_size", image_size)
         if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters (allow-list)
             head = checkpoints.head_from_description(head)
         if head is None:
@@ -96,15 +100,17 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
         if isinstance(backbone, str):
-            backbone = Backbone(backbone, in_chans=in_chans, img_size=img_size, weights=weights)
-        self.save_hyperparameters(ignore=["backbone", "head"])
+            backbone = Backbone(backbone, in_chans=in_chans, image_size=image_size, weights=weights)
+        self.save_hyperparameters(ignore=["backbone", "head", "img_size"])
         self.hparams.update(
             backbone=backbone.name,
             in_chans=backbone.in_chans,
-            img_size=backbone.img_size,
+            image_size=backbone.image_size,
             weights=None,  # weights live in the checkpoint's state dict from now on
             head=describe_head(head),
         )
+        if backbone.image_size is None:  # any size: no key to disagree with the datamodule's
+            self.hparams.pop("image_size")
         self.backbone = backbone
         head.check_backbone(backbone)
         head.build(backbone)

@@ -31,7 +31,7 @@ TINY = [
 def smoke_overrides(recipe_text: str) -> list[str]:
     """Tiny backbone, 32 px, 2 steps on CPU; a ViT for ViT-only heads (MAE)."""
     if "heads.MAE" in recipe_text:
-        model = ["--model.backbone=test_vit", "--model.img_size=32"]
+        model = ["--model.backbone=test_vit", "--model.image_size=32"]
     else:
         model = ["--model.backbone=test_resnet"]
     if "sync_batchnorm: true" in recipe_text:

@@ -57,7 +57,7 @@ def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_pretrain_export_finetune_beats_chance(pretrained, tmp_path):
     ssl, weights, _ = pretrained
     L.seed_everything(0)
-    clf = DefectClassifier(weights=str(weights), classes=CLASSES, lr=1e-2)
+    clf = DefectClassifier(weights=str(weights), class_names=CLASSES, lr=1e-2)
     assert clf.backbone.name == "test_efficientnet_gn"  # architecture read from the json
     assert _same_state(clf.backbone, ssl.backbone)
     finetuning = DefectFinetuning(unfreeze_at_epoch=1, backbone_lr_factor=0.1)
@@ -100,20 +100,20 @@ def test_weights_must_match_requested_architecture(pretrained, tmp_path):
 
 def test_from_ssl_checkpoint_and_module(pretrained):
     ssl, _, ckpt = pretrained
-    from_ckpt = DefectClassifier.from_ssl(ckpt, classes=BINARY)
+    from_ckpt = DefectClassifier.from_ssl(ckpt, class_names=BINARY)
     assert from_ckpt.backbone.name == "test_efficientnet_gn"
     assert _same_state(from_ckpt.backbone, ssl.backbone)
-    from_module = DefectClassifier.from_ssl(ssl, classes=CLASSES, head="mlp")
+    from_module = DefectClassifier.from_ssl(ssl, class_names=CLASSES, head="mlp")
     assert _same_state(from_module.backbone, ssl.backbone)
     assert from_module.backbone is not ssl.backbone  # a copy: fine-tuning leaves SSL intact
-    assert from_module.hparams.classes == CLASSES
+    assert from_module.hparams.class_names == CLASSES
     with pytest.raises(TypeError, match="SSLModule"):
         DefectClassifier.from_ssl(torch.nn.Linear(2, 2))
 
 
 def test_checkpoint_reloads_from_hparams_alone(tmp_path):
     clf = DefectClassifier(
-        "test_resnet", classes=CLASSES, head="mlp", loss="focal", label_smoothing=0.1
+        "test_resnet", class_names=CLASSES, head="mlp", loss="focal", label_smoothing=0.1
     )
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=2, limit_val_batches=2, **trainer_kwargs(tmp_path)
@@ -126,7 +126,7 @@ def test_checkpoint_reloads_from_hparams_alone(tmp_path):
     path = tmp_path / "clf.ckpt"
     trainer.save_checkpoint(path)
     reloaded = DefectClassifier.load_from_checkpoint(path)
-    assert reloaded.classes == CLASSES and reloaded.hparams.head == "mlp"
+    assert reloaded.class_names == CLASSES and reloaded.hparams.head == "mlp"
     assert float(reloaded.threshold) == float(clf.threshold)
     assert bool(reloaded.threshold_from_validation)
     assert reloaded.input_size.tolist() == [32, 32]
@@ -152,7 +152,7 @@ def test_balanced_weights_improve_defect_recall_on_imbalanced_data(tmp_path):
     recalls = {}
     for weighting in ("balanced", "none"):
         L.seed_everything(0)
-        clf = DefectClassifier("test_resnet", classes=BINARY, class_weights=weighting, lr=5e-2)
+        clf = DefectClassifier("test_resnet", class_names=BINARY, class_weights=weighting, lr=5e-2)
         # counts by one pass over the loader when the data exposes no labels/class_counts
         data = UncountedDataset(train) if weighting == "balanced" else train
         trainer = L.Trainer(
@@ -179,7 +179,7 @@ def test_threshold_is_chosen_on_validation_never_on_test(tmp_path, monkeypatch):
         return real(scores, targets, *args, **kwargs)
 
     monkeypatch.setattr(classifier_module, "select_threshold", spy)
-    clf = DefectClassifier("test_resnet", classes=BINARY, threshold_mode="f1")
+    clf = DefectClassifier("test_resnet", class_names=BINARY, threshold_mode="f1")
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, **trainer_kwargs(tmp_path))
     val = ClassifyDataset(48, [0.5, 0.5], seed=2, binary=True)
     trainer.fit(clf, loader(ClassifyDataset(64, [0.5, 0.5], seed=1, binary=True)), loader(val))
@@ -195,7 +195,7 @@ def test_threshold_is_chosen_on_validation_never_on_test(tmp_path, monkeypatch):
 
 
 def test_predict_rows_and_csv(tmp_path):
-    clf = DefectClassifier("test_resnet", classes=CLASSES, default_threshold=0.5).eval()
+    clf = DefectClassifier("test_resnet", class_names=CLASSES, default_threshold=0.5).eval()
     data = ClassifyDataset(20, FRACTIONS, seed=6, with_paths=True)
     path = tmp_path / "out" / "predictions.csv"
     trainer = L.Trainer(callbacks=[PredictionsCSVWriter(path)], **trainer_kwargs(tmp_path))
@@ -219,7 +219,7 @@ def test_predict_rows_and_csv(tmp_path):
 
 
 def test_decision_rule_multiclass():
-    clf = DefectClassifier("test_resnet", classes=["scratch", "good", "dent"], good_class="good")
+    clf = DefectClassifier("test_resnet", class_names=["scratch", "good", "dent"], good_class="good")
     probs = torch.tensor([[0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.05, 0.15, 0.8]])
     scores = 1 - probs[:, 1]
     assert clf.decide(scores, probs, 0.5).tolist() == [1, 1, 2]
@@ -240,13 +240,13 @@ def test_losses_and_weights():
 
 def test_invalid_arguments_fail_early():
     with pytest.raises(ValueError, match="good_class"):
-        DefectClassifier("test_resnet", classes=["ok", "bad"])
+        DefectClassifier("test_resnet", class_names=["ok", "bad"])
     with pytest.raises(ValueError, match="class_weights"):
         DefectClassifier("test_resnet", class_weights=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="head"):
         DefectClassifier("test_resnet", head="transformer")
     with pytest.raises(ValueError, match="unique"):
-        DefectClassifier("test_resnet", classes=["good", "a", "a"])
+        DefectClassifier("test_resnet", class_names=["good", "a", "a"])
 
 
 def test_factory_datamodule_end_to_end(tmp_path):
@@ -265,7 +265,7 @@ def test_factory_datamodule_end_to_end(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert dm.class_names[dm.good_class] == "good"
-    clf = DefectClassifier("test_resnet", classes=list(dm.class_names))
+    clf = DefectClassifier("test_resnet", class_names=list(dm.class_names))
     trainer = L.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
     trainer.fit(clf, datamodule=dm)
     assert bool(clf.threshold_from_validation)
@@ -277,8 +277,8 @@ def test_factory_datamodule_end_to_end(tmp_path):
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(Path(row["path"]).is_file() for row in rows), rows[0]["path"]
-    wrong = DefectClassifier("test_resnet", classes=list(reversed(dm.class_names)))
-    with pytest.raises(ValueError, match="classes=datamodule.class_names"):
+    wrong = DefectClassifier("test_resnet", class_names=list(reversed(dm.class_names)))
+    with pytest.raises(ValueError, match="class_names=datamodule.class_names"):
         L.Trainer(max_epochs=1, **trainer_kwargs(tmp_path)).fit(wrong, datamodule=dm)
 
 
@@ -321,7 +321,7 @@ def test_balanced_weights_count_only_the_training_labels_used(tmp_path):
     everything = torch.tensor([28, 30])
     assert not torch.allclose(balanced_class_weights(everything), expected, atol=0.05)
 
-    clf = DefectClassifier("test_resnet", classes=dm.class_names)
+    clf = DefectClassifier("test_resnet", class_names=dm.class_names)
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, **trainer_kwargs(tmp_path))
     trainer.fit(clf, datamodule=dm)
     torch.testing.assert_close(clf.class_weights, expected.float())

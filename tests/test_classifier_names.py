@@ -1,4 +1,4 @@
-"""A classifier built with ``classes=None`` takes a two-class datamodule's names (VisA's
+"""A classifier built with ``class_names=None`` takes a two-class datamodule's names (VisA's
 "normal"); explicit classes that differ from the data's still fail early."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from lit_ssl import Backbone, SSLModule
 from lit_ssl.classify.classifier import DefectClassifier
 
 
@@ -18,14 +19,14 @@ def _setup(classifier: DefectClassifier, class_names: list[str]) -> None:
 def test_classes_none_takes_the_data_good_class_name():
     classifier = DefectClassifier("test_resnet")
     _setup(classifier, ["normal", "defect"])
-    assert classifier.classes == ["normal", "defect"] and classifier.good_index == 0
-    assert classifier.hparams.classes == ["normal", "defect"]
+    assert classifier.class_names == ["normal", "defect"] and classifier.good_index == 0
+    assert classifier.hparams.class_names == ["normal", "defect"]
     assert classifier.hparams.good_class == "normal"  # a reload builds the same classifier
     assert classifier.val_metrics.class_names == ["normal", "defect"]
 
 
 def test_explicit_classes_that_differ_from_the_data_fail():
-    classifier = DefectClassifier("test_resnet", classes=["good", "defect"])
+    classifier = DefectClassifier("test_resnet", class_names=["good", "defect"])
     with pytest.raises(ValueError, match="differ from the classifier's"):
         _setup(classifier, ["normal", "defect"])
 
@@ -34,3 +35,18 @@ def test_classes_none_with_more_data_classes_fails():
     classifier = DefectClassifier("test_resnet")
     with pytest.raises(ValueError, match="differ from the classifier's"):
         _setup(classifier, ["good", "crack", "scratch"])
+
+
+def test_old_spellings_still_work_once_more_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="use class_names"):
+        classifier = DefectClassifier("test_resnet", classes=["good", "dent"])
+    assert classifier.class_names == ["good", "dent"]
+    assert "classes" not in classifier.hparams
+    with pytest.warns(DeprecationWarning, match="use image_size"):
+        vit = Backbone("test_vit", img_size=32)
+    assert vit.image_size == 32
+    with pytest.warns(DeprecationWarning, match="use image_size"):
+        module = SSLModule("test_vit", img_size=32)
+    assert module.hparams.image_size == 32 and "img_size" not in module.hparams
+    with pytest.raises(ValueError, match="give image_size only"):
+        Backbone("test_vit", img_size=32, image_size=64)

@@ -57,7 +57,7 @@ def _check(batch: Batch, views: int, batch_size: int, root: Path) -> None:
     assert isinstance(batch, Batch) and len(batch.views) == views and batch.clean is None
     for view in batch.views:
         assert view.shape == (batch_size, 3, SIZE, SIZE) and view.dtype == torch.float32
-        assert 0.0 <= float(view.min()) and float(view.max()) <= 1.0
+        assert float(view.min()) >= 0.0 and float(view.max()) <= 1.0
     assert batch.images is batch.views[0]
     assert batch.labels.dtype == torch.long and batch.labels.shape == (batch_size,)
     assert len(batch.paths) == batch_size and all(p.startswith(str(root)) for p in batch.paths)
@@ -152,7 +152,7 @@ class PlainImages(Dataset):
 
 
 def test_plain_images_labels_loader_trains_defect_classifier(tmp_path: Path) -> None:
-    classifier = DefectClassifier("test_resnet", classes=["good", "dent"], save_figures=False)
+    classifier = DefectClassifier("test_resnet", class_names=["good", "dent"], save_figures=False)
     trainer = _trainer(tmp_path)
     trainer.fit(classifier, DataLoader(PlainImages(), batch_size=4))
     assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])

@@ -32,7 +32,7 @@ def test_export_writes_classifier_onnx_into_the_run_folder(checkpoint, capsys):
     classifier = DefectClassifier.load_from_checkpoint(checkpoint).eval()
     metadata = read_metadata(onnx_path)
     assert metadata["image_size"] == [32, 32]
-    assert metadata["class_names"] == classifier.classes == ["good", "defect"]
+    assert metadata["class_names"] == classifier.class_names == ["good", "defect"]
     assert metadata["threshold"] == pytest.approx(float(classifier.threshold))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)

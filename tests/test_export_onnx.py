@@ -16,7 +16,7 @@ from lit_ssl.classify.export import read_metadata, to_onnx
 def exported(tmp_path_factory):
     """A 3-class classifier with a non-default threshold, exported once (dynamo exporter)."""
     torch.manual_seed(0)
-    clf = DefectClassifier("test_resnet", classes=CLASSES, head="mlp")
+    clf = DefectClassifier("test_resnet", class_names=CLASSES, head="mlp")
     with torch.no_grad():  # non-trivial running statistics in the feature norm
         clf.head[0].running_mean.normal_()
         clf.head[0].running_var.uniform_(0.5, 2.0)
@@ -66,7 +66,7 @@ def test_export_needs_an_image_size(tmp_path):
 def test_export_is_one_self_contained_file(tmp_path):
     from lit_ssl.classify.classifier import DefectClassifier
 
-    classifier = DefectClassifier(backbone="test_resnet", classes=["good", "defect"])
+    classifier = DefectClassifier(backbone="test_resnet", class_names=["good", "defect"])
     path = classifier.to_onnx(tmp_path / "classifier.onnx", image_size=32)
     assert [p.name for p in tmp_path.iterdir()] == ["classifier.onnx"]
     assert path.stat().st_size > 100_000  # the weights are inside

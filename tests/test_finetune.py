@@ -41,7 +41,7 @@ def _changed(a: dict, b: dict) -> set[str]:
 
 def _classifier() -> DefectClassifier:
     L.seed_everything(0)
-    return DefectClassifier("test_resnet", classes=BINARY, lr=LR)
+    return DefectClassifier("test_resnet", class_names=BINARY, lr=LR)
 
 
 def test_frozen_epochs_leave_backbone_and_bn_statistics_unchanged(tmp_path):

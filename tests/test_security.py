@@ -51,7 +51,7 @@ def _ssl() -> SSLModule:
 
 
 def _classifier() -> DefectClassifier:
-    return DefectClassifier("test_resnet", classes=["good", "scratch"])
+    return DefectClassifier("test_resnet", class_names=["good", "scratch"])
 
 
 def _os_system(marker: Path) -> dict:

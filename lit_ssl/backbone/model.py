@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import timm
@@ -11,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lit_ssl.backbone.encoding import dense_features
+from lit_ssl.deprecation import renamed_argument
 
 __all__ = ["Backbone", "load_backbone_config"]
 
@@ -63,19 +65,23 @@ class Backbone(nn.Module):
     Args:
         name: timm architecture name, e.g. ``"resnet18"``, ``"vit_small_patch16_224"``.
         in_chans: number of input channels (1 for mono cameras, 3 for RGB).
-        img_size: input size for architectures with a fixed size (ViTs); ignored otherwise.
+        image_size: input size for architectures with a fixed size (ViTs); ignored otherwise.
+            (timm calls it ``img_size``; the json written by ``export`` keeps timm's key.)
         weights: optional local weights file: a ``.safetensors`` written by
             ``export_backbone`` or any timm state dict; loaded strictly.
+        img_size: deprecated spelling of ``image_size``.
     """
 
     def __init__(
         self,
         name: str,
         in_chans: int = 3,
-        img_size: int | None = None,
+        image_size: int | None = None,
         weights: str | None = None,
+        img_size: int | None = None,
     ) -> None:
         super().__init__()
+        image_size = renamed_argument("Backbone", "img_size", img_size, "image_size", image_size)
         if not timm.is_model(name.split(".")[0]):
             raise ValueError(
                 f"Unknown timm architecture {name!r}. Pick one from timm.list_models(), "
@@ -85,8 +91,8 @@ class Backbone(nn.Module):
             raise ValueError(f"in_chans must be >= 1, got {in_chans}.")
         self.name = name
         self.in_chans = in_chans
-        self.img_size = img_size
-        self.model = _create_timm_model(name, in_chans, img_size)
+        self.image_size = image_size
+        self.model = _create_timm_model(name, in_chans, image_size)
         self.dense_dim: int = int(self.model.num_features)
         self.embed_dim: int = int(getattr(self.model, "head_hidden_size", None) or self.dense_dim)
         self.is_vit: bool = hasattr(self.model, "patch_embed") and hasattr(
@@ -147,6 +153,14 @@ class Backbone(nn.Module):
         """
         return dense_features(self, x)
 
+    @property
+    def img_size(self) -> int | None:
+        """Deprecated spelling of ``image_size``."""
+        warnings.warn(
+            "Backbone.img_size is deprecated; use Backbone.image_size.", DeprecationWarning, 2
+        )
+        return self.image_size
+
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, embed_dim)`` of float images in [0, 1]."""
         return self.pool(self.features(x))
@@ -157,7 +171,7 @@ class Backbone(nn.Module):
             "name": self.name,
             "architecture": self.name,
             "in_chans": self.in_chans,
-            "img_size": self.img_size,
+            "img_size": self.image_size,  # timm's spelling: the json is for timm
             "embed_dim": self.embed_dim,
             "dense_dim": self.dense_dim,
             "mean": self.mean.flatten().tolist(),
@@ -190,7 +204,7 @@ class Backbone(nn.Module):
     def from_export(cls, path: str | Path) -> Backbone:
         """Rebuild a backbone from ``export`` output (safetensors + json)."""
         cfg = load_backbone_config(path)
-        backbone = cls(cfg["name"], in_chans=cfg["in_chans"], img_size=cfg.get("img_size"))
+        backbone = cls(cfg["name"], in_chans=cfg["in_chans"], image_size=cfg.get("img_size"))
         backbone.load_weights(path)
         return backbone
 

@@ -30,12 +30,14 @@ from torch.utils.data import DataLoader
 from torchmetrics.aggregation import CatMetric
 
 from lit_ssl import checkpoints
-from lit_ssl.backbone import Backbone, load_backbone_config
+from lit_ssl.backbone import Backbone
+from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.classify.metrics import DefectMetrics
 from lit_ssl.classify.scoring import defect_scores
 from lit_ssl.classify.thresholds import select_threshold
 from lit_ssl.data.batch import as_batch
 from lit_ssl.data.table import good_index
+from lit_ssl.deprecation import renamed_argument
 from lit_ssl.optim import decay_groups
 
 __all__ = [
@@ -46,7 +48,6 @@ __all__ = [
     "focal_loss",
 ]
 
-DEFAULT_BACKBONE = "resnet18"
 log = logging.getLogger(__name__)
 
 
@@ -99,87 +100,6 @@ class FeatureNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
-# --------------------------------------------------------------------------- backbone loading
-def _merge(explicit: Any, stored: Any, what: str, source: str | Path) -> Any:
-    if explicit is None or stored is None or explicit == stored:
-        return stored if explicit is None else explicit
-    raise ValueError(
-        f"{what}={explicit!r} was requested but {source} was exported with {what}={stored!r}. "
-        f"Pass {what}={stored!r} (or leave it unset to take it from the weights)."
-    )
-
-
-def _backbone_from_ckpt(
-    path: Path, name: str | None, in_chans: int | None, img_size: int | None
-) -> Backbone:
-    """Backbone from an SSLModule Lightning checkpoint (its ``backbone.`` keys)."""
-    ckpt = checkpoints.load_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters", {})
-    stored_name = hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None
-    name = _merge(name, stored_name, "backbone", path) or DEFAULT_BACKBONE
-    in_chans = _merge(in_chans, hparams.get("in_chans"), "in_chans", path) or 3
-    img_size = img_size if img_size is not None else hparams.get("img_size")
-    prefix = "backbone."
-    state = {
-        k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)
-    }
-    if not state:
-        raise ValueError(
-            f"{path} has no 'backbone.*' weights; expected a checkpoint of lit_ssl.SSLModule."
-        )
-    backbone = Backbone(name, in_chans=in_chans, img_size=img_size)
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"Backbone weights in {path} do not fit {name!r} (in_chans={in_chans}): missing "
-            f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}."
-        )
-    return backbone
-
-
-def _backbone_from_export(
-    path: Path, name: str | None, in_chans: int | None, img_size: int | None
-) -> Backbone:
-    """Backbone from ``export_backbone`` output (safetensors + json next to it)."""
-    if not path.with_suffix(".json").is_file():
-        if name is None:
-            raise FileNotFoundError(
-                f"No json config next to {path}: pass backbone=<timm name> to load a plain "
-                "timm state dict, or export with SSLModule.export_backbone."
-            )
-        return Backbone(name, in_chans=in_chans or 3, img_size=img_size, weights=str(path))
-    cfg = load_backbone_config(path)
-    name = _merge(name, cfg.get("name"), "backbone", path)
-    in_chans = _merge(in_chans, cfg.get("in_chans"), "in_chans", path)
-    img_size = img_size if img_size is not None else cfg.get("img_size")
-    return Backbone(name, in_chans=in_chans, img_size=img_size, weights=str(path))
-
-
-def resolve_backbone(
-    backbone: str | Backbone | None,
-    weights: str | Path | None,
-    in_chans: int | None,
-    img_size: int | None,
-) -> Backbone:
-    """Build the backbone from a name or instance plus optional weights, checking consistency."""
-    if isinstance(backbone, Backbone):
-        if in_chans is not None and in_chans != backbone.in_chans:
-            raise ValueError(f"in_chans={in_chans} but the backbone has {backbone.in_chans}.")
-        if weights is None:
-            return backbone
-        loaded = resolve_backbone(backbone.name, weights, backbone.in_chans, backbone.img_size)
-        backbone.load_state_dict(loaded.state_dict())
-        return backbone
-    if weights is None:
-        return Backbone(backbone or DEFAULT_BACKBONE, in_chans=in_chans or 3, img_size=img_size)
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"Weights file {path} not found.")
-    if path.suffix == ".ckpt":
-        return _backbone_from_ckpt(path, backbone, in_chans, img_size)
-    return _backbone_from_export(path, backbone, in_chans, img_size)
-
-
 def _check_classes(classes: list[str] | None, good_class: str) -> list[str]:
     classes = [good_class, "defect"] if classes is None else list(classes)
     if len(classes) < 2:
@@ -201,10 +121,11 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             raises an error.
         weights: ``SSLModule.export_backbone`` output (``.safetensors`` + ``.json``) or an
             ``SSLModule`` Lightning checkpoint (``.ckpt``, its ``backbone.*`` weights).
-        classes: class names in label order; ``None`` means ``[good_class, "defect"]``.
-        good_class: name of the good (non-defective) class in ``classes``.
+        class_names: class names in label order; ``None`` means good vs defect, named as the
+            datamodule names them (``[good_class, "defect"]`` without one).
+        good_class: name of the good (non-defective) class in ``class_names``.
         in_chans: input channels; ``None``: from the weights, else 3.
-        img_size: input size for fixed-size architectures (ViTs); ``None``: from weights.
+        image_size: input size for fixed-size architectures (ViTs); ``None``: from weights.
         head: ``"linear"`` or ``"mlp"`` (one hidden layer of ``hidden_dim``) on pooled features.
         feature_norm: standardise pooled features per dimension before the head
             (``FeatureNorm``, as in MAE linear probing); SSL features come at any scale.
@@ -225,16 +146,18 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         write_predictions: at the end of ``trainer.predict`` write ``predictions.csv`` (and
             ``skipped.txt`` naming unreadable files) into the run folder
             (``lit_ssl.classify.predictions.PredictionsCSVWriter``).
+        classes: deprecated spelling of ``class_names``.
+        img_size: deprecated spelling of ``image_size``.
     """
 
     def __init__(
         self,
         backbone: str | Backbone | None = None,
         weights: str | None = None,
-        classes: list[str] | None = None,
+        class_names: list[str] | None = None,
         good_class: str = "good",
         in_chans: int | None = None,
-        img_size: int | None = None,
+        image_size: int | None = None,
         head: Literal["linear", "mlp"] = "linear",
         feature_norm: bool = True,
         hidden_dim: int = 256,
@@ -250,24 +173,31 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         default_threshold: float = 0.5,
         save_figures: bool = True,
         write_predictions: bool = True,
+        classes: list[str] | None = None,
+        img_size: int | None = None,
     ) -> None:
         super().__init__()
-        self._classes_from_data = classes is None  # good vs defect, named as the data names them
-        classes = _check_classes(classes, good_class)
+        owner = "DefectClassifier"
+        class_names = renamed_argument(owner, "classes", classes, "class_names", class_names)
+        image_size = renamed_argument(owner, "img_size", img_size, "image_size", image_size)
+        self._classes_from_data = class_names is None  # good vs defect, as the data names them
+        classes = _check_classes(class_names, good_class)
         self._check_options(head, loss, threshold_mode, target_recall, class_weights, classes)
-        backbone = resolve_backbone(backbone, weights, in_chans, img_size)
+        backbone = resolve_backbone(backbone, weights, in_chans, image_size)
         # save_hyperparameters reads these locals: record the resolved values, so the logged
         # hparams agree with the datamodule's (Lightning refuses conflicting duplicates)
-        in_chans, img_size = backbone.in_chans, backbone.img_size
-        self.save_hyperparameters(ignore=["backbone"])
+        in_chans, image_size = backbone.in_chans, backbone.image_size
+        self.save_hyperparameters(ignore=["backbone", "classes", "img_size"])
         self.hparams.update(
             backbone=backbone.name,
             in_chans=backbone.in_chans,
-            img_size=backbone.img_size,
+            image_size=backbone.image_size,
             weights=None,  # the weights live in the state dict from now on
-            classes=classes,
+            class_names=classes,
         )
-        self.classes = classes
+        if backbone.image_size is None:  # any size: no key to disagree with the datamodule's
+            self.hparams.pop("image_size")
+        self.class_names = classes
         self.good_index = classes.index(good_class)
         self.backbone = backbone
         self.head = self._build_head(backbone.embed_dim, len(classes))
@@ -312,11 +242,19 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             norm, nn.Linear(embed_dim, hidden), nn.GELU(), dropout, nn.Linear(hidden, num_classes)
         )
 
+    @property
+    def classes(self) -> list[str]:
+        """Deprecated spelling of ``class_names``."""
+        warnings.warn(
+            "DefectClassifier.classes is deprecated; use class_names.", DeprecationWarning, 2
+        )
+        return self.class_names
+
     @classmethod
     def from_ssl(
         cls,
         module_or_ckpt: L.LightningModule | str | Path,
-        classes: list[str] | None = None,
+        class_names: list[str] | None = None,
         **kwargs,
     ) -> DefectClassifier:
         """Classifier on the backbone of an ``SSLModule`` (instance or ``.ckpt`` path).
@@ -324,14 +262,14 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         An instance's backbone is copied (the SSL module is left untouched).
         """
         if isinstance(module_or_ckpt, str | Path):
-            return cls(weights=str(module_or_ckpt), classes=classes, **kwargs)
+            return cls(weights=str(module_or_ckpt), class_names=class_names, **kwargs)
         backbone = getattr(module_or_ckpt, "backbone", None)
         if not isinstance(backbone, Backbone):
             raise TypeError(
                 f"from_ssl expects an SSLModule or a checkpoint path, got "
                 f"{type(module_or_ckpt).__name__} without a lit_ssl Backbone."
             )
-        return cls(backbone=copy.deepcopy(backbone).cpu(), classes=classes, **kwargs)
+        return cls(backbone=copy.deepcopy(backbone).cpu(), class_names=class_names, **kwargs)
 
     # ------------------------------------------------------------------ inference path
     def forward(self, images: Tensor) -> Tensor:
@@ -376,13 +314,13 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             self.input_size.copy_(torch.tensor(size))
 
     def _adopt_binary_names(self, names: list[str]) -> None:
-        """``classes=None``: take a two-class datamodule's names (e.g. VisA's "normal")."""
+        """``class_names=None``: take a two-class datamodule's names (e.g. VisA's "normal")."""
         good = good_index(names)
-        if len(names) != len(self.classes) or good is None:
+        if len(names) != len(self.class_names) or good is None:
             return
-        self.classes = names
+        self.class_names = names
         self.good_index = good
-        self.hparams.update(classes=names, good_class=names[good])
+        self.hparams.update(class_names=names, good_class=names[good])
         for metrics in (self.val_metrics, self.test_metrics):
             metrics.class_names, metrics.good_index = list(names), good
         log.info("classifier: classes %s (from the data; good class %r)", names, names[good])
@@ -391,13 +329,13 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         """Fail early when the datamodule's classes differ from this classifier's."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         names = getattr(datamodule, "class_names", None)
-        if names and self._classes_from_data and list(names) != self.classes:
+        if names and self._classes_from_data and list(names) != self.class_names:
             self._adopt_binary_names(list(names))
-        if names and list(names) != self.classes:
+        if names and list(names) != self.class_names:
             raise ValueError(
                 f"The datamodule's classes {list(names)} differ from the classifier's "
-                f"{self.classes} (order matters: labels are indices). Build the classifier "
-                "with classes=datamodule.class_names."
+                f"{self.class_names} (order matters: labels are indices). Build the classifier "
+                "with class_names=datamodule.class_names."
             )
 
     def on_train_epoch_start(self) -> None:
@@ -408,7 +346,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         if self.hparams.class_weights == "balanced":
             counts = self._train_class_counts()
             self.class_weights.copy_(balanced_class_weights(counts).to(self.class_weights))
-            rank_zero_only(_log_weights)(self.classes, counts, self.class_weights)
+            rank_zero_only(_log_weights)(self.class_names, counts, self.class_weights)
 
     def _train_class_counts(self) -> Tensor:
         """Counts of the training labels actually used (after ``label_fraction``).
@@ -416,16 +354,16 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         ``datamodule.train_class_counts`` first, then the train dataset's own labels, else
         one pass over the train dataloader. Never counts val/test labels.
         """
-        num = len(self.classes)
+        num = len(self.class_names)
         datamodule = getattr(self.trainer, "datamodule", None)
         counts = getattr(datamodule, "train_class_counts", None)
         if callable(counts):
             counts = counts()
         if counts is not None:
-            return _checked_counts(counts, self.classes)
+            return _checked_counts(counts, self.class_names)
         loader = self.trainer.train_dataloader
         dataset = loader.dataset if isinstance(loader, DataLoader) else None
-        counts = _counts_from(dataset, self.classes)
+        counts = _counts_from(dataset, self.class_names)
         if counts is not None:
             return counts
         rank_zero_warn(
@@ -502,11 +440,13 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
                 "path": paths[i] if paths is not None else None,
                 "defect_score": score,
                 "decision": "good" if pred == self.good_index else "defect",
-                "predicted_class": self.classes[pred],
+                "predicted_class": self.class_names[pred],
                 "is_defect": pred != self.good_index,
-                "label": self.classes[labels[i]] if labels[i] >= 0 else None,
+                "label": self.class_names[labels[i]] if labels[i] >= 0 else None,
             }
-            row.update({f"p_{c}": p for c, p in zip(self.classes, probs[i].tolist(), strict=True)})
+            row.update(
+                {f"p_{c}": p for c, p in zip(self.class_names, probs[i].tolist(), strict=True)}
+            )
             rows.append(row)
         return rows
 
@@ -558,7 +498,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             "threshold_source": "validation" if bool(self.threshold_from_validation) else "default",
             "threshold_mode": self.hparams.threshold_mode,
             "target_recall": float(self.hparams.target_recall),
-            "class_names": list(self.classes),
+            "class_names": list(self.class_names),
             "good_class": self.hparams.good_class,
             "good_index": self.good_index,
             "image_size": size if any(size) else None,
@@ -581,7 +521,7 @@ def _checked_counts(counts: Sequence[int], classes: list[str]) -> Tensor:
         raise ValueError(
             f"datamodule.train_class_counts has {counts.numel()} entries for the classifier's "
             f"{len(classes)} classes {classes}; build the classifier with "
-            "classes=datamodule.class_names."
+            "class_names=datamodule.class_names."
         )
     return counts
 

@@ -54,11 +54,11 @@ def _image_size(
     classifier: DefectClassifier, image_size: int | Sequence[int] | None
 ) -> tuple[int, int]:
     if image_size is None:
-        image_size = classifier.export_metadata()["image_size"] or classifier.backbone.img_size
+        image_size = classifier.export_metadata()["image_size"] or classifier.backbone.image_size
     if image_size is None:
         raise ValueError(
             "Unknown input size: the classifier has not seen training images and its backbone "
-            "has no img_size. Pass image_size=<training image size> to to_onnx."
+            "has no image_size. Pass image_size=<training image size> to to_onnx."
         )
     if isinstance(image_size, int):
         return image_size, image_size
@@ -79,7 +79,7 @@ def to_onnx(
         classifier: a ``DefectClassifier`` (left unchanged; a CPU copy is exported).
         path: output ``.onnx`` file.
         image_size: input ``H`` (square) or ``(H, W)``; default: the size seen in training,
-            else the backbone's ``img_size``.
+            else the backbone's ``image_size``.
         dynamo: use the torch.export-based exporter (default) or the legacy one.
         opset_version: ONNX opset; ``None`` lets the exporter choose.
 

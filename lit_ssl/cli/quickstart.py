@@ -102,7 +102,7 @@ def _data(cfg: QuickstartConfig, root: Path, task: str) -> FactoryDataModule:
 def pretrain(cfg: QuickstartConfig, root: Path, folder: Path) -> Path:
     """Pretrain with VICReg on the unlabeled images; returns the exported backbone file."""
     head = VICReg(hidden_dim=cfg.projector_dim, out_dim=cfg.projector_dim)
-    module = SSLModule(Backbone(cfg.backbone, img_size=cfg.image_size), head, lr=2e-3)
+    module = SSLModule(Backbone(cfg.backbone, image_size=cfg.image_size), head, lr=2e-3)
     callbacks = [CollapseMonitor(), EmbeddingPlot()]
     trainer = _trainer(folder, "pretrain", cfg.ssl_epochs, callbacks, cfg.seed)
     trainer.fit(module, datamodule=_data(cfg, root, "ssl"))
@@ -118,8 +118,8 @@ def finetune(
     classifier = DefectClassifier(
         backbone=cfg.backbone,
         weights=str(weights) if weights else None,
-        classes=data.class_names,
-        img_size=cfg.image_size,
+        class_names=data.class_names,
+        image_size=cfg.image_size,
         lr=3e-3,
         threshold_mode="f1",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info

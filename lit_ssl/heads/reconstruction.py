@@ -308,7 +308,7 @@ class DenoisingAutoencoder(SSLHead):
 
     Args:
         image_size: image side the decoder is sized for (``2^k * 4`` pixels, then resized
-            to the batch's size). Default: the backbone's ``img_size``, else 224.
+            to the batch's size). Default: the backbone's ``image_size``, else 224.
         decoder_channels: channels of the first decoder stage (halved at every upsampling,
             at least 16).
     """
@@ -329,7 +329,7 @@ class DenoisingAutoencoder(SSLHead):
         self.decoder: nn.Module | None = None
 
     def build(self, backbone: Backbone) -> None:
-        size = self.image_size or backbone.img_size or 224
+        size = self.image_size or backbone.image_size or 224
         num_up = max(1, math.ceil(math.log2(size / self.start_size)))
         channels = [max(self.decoder_channels // 2**i, 16) for i in range(num_up + 1)]
         s = self.start_size

@@ -40,7 +40,7 @@ TIMEOUT_S = 180  # a hang fails the journey instead of blocking the suite
 def small(recipe_text: str = "") -> list[str]:
     """SMALL, with a tiny ViT at 32 px for ViT-only heads (MAE)."""
     if "heads.MAE" in recipe_text:
-        return [*SMALL[2:], "--model.backbone", "test_vit", "--model.img_size", "32"]
+        return [*SMALL[2:], "--model.backbone", "test_vit", "--model.image_size", "32"]
     return list(SMALL)
 
 
