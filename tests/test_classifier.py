@@ -219,7 +219,9 @@ def test_predict_rows_and_csv(tmp_path):
 
 
 def test_decision_rule_multiclass():
-    clf = DefectClassifier("test_resnet", class_names=["scratch", "good", "dent"], good_class="good")
+    clf = DefectClassifier(
+        "test_resnet", class_names=["scratch", "good", "dent"], good_class="good"
+    )
     probs = torch.tensor([[0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.05, 0.15, 0.8]])
     scores = 1 - probs[:, 1]
     assert clf.decide(scores, probs, 0.5).tolist() == [1, 1, 2]
@@ -264,7 +266,7 @@ def test_factory_datamodule_end_to_end(tmp_path):
     )
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.class_names[dm.good_class] == "good"
+    assert dm.class_names[dm.good_index] == "good"
     clf = DefectClassifier("test_resnet", class_names=list(dm.class_names))
     trainer = L.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
     trainer.fit(clf, datamodule=dm)

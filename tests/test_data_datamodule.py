@@ -76,7 +76,7 @@ def test_explicit_views_conflicting_with_head_is_an_error(synthetic: Path) -> No
 
 def test_classify_batches_labels_and_splits(synthetic: Path) -> None:
     dm = _module(synthetic, task="classify")
-    assert dm.class_names[0] == "good" and dm.good_class == 0
+    assert dm.class_names[0] == "good" and dm.good_index == 0
     assert dm.class_names[1:] == sorted(dm.class_names[1:])
     assert dm.class_counts["good"] == 32 and dm.num_classes == 6
     train = next(iter(dm.train_dataloader()))
@@ -172,7 +172,7 @@ def test_embedded_default_is_generated_once(
     dm = FactoryDataModule(batch_size=8)
     dm.prepare_data()
     dm.setup()
-    assert Path(dm.root).parent == tmp_path and dm.good_class == 0
+    assert Path(dm.root).parent == tmp_path and dm.good_index == 0
     stamp = (Path(dm.root) / "synthetic.json").stat().st_mtime_ns
     assert default_dataset() == Path(dm.root)
     assert (Path(dm.root) / "synthetic.json").stat().st_mtime_ns == stamp

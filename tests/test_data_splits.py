@@ -123,7 +123,7 @@ def test_mvtec_split_is_kept_and_val_comes_from_train_only(tmp_path: Path) -> No
             "val",
         )
     assert dm.split_sizes == {"train": 6, "val": 2, "test": 9}
-    assert set(dm.labels[dm.splits != "test"].tolist()) == {dm.good_class}
+    assert set(dm.labels[dm.splits != "test"].tolist()) == {dm.good_index}
 
 
 def test_classify_on_a_good_only_train_split_asks_for_resplit(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from lit_ssl.data.batch import as_batch
+from lit_ssl.deprecation import renamed_argument
 
 __all__ = ["OnlineProbe", "knn_predict"]
 
@@ -90,8 +91,9 @@ class OnlineProbe(L.Callback):
         knn_temperature: kNN vote temperature.
         lr: probe learning rate.
         weight_decay: probe weight decay.
-        good_label: label of the good class (defect score = ``1 - p(good_label)``).
+        good_index: label of the good class (defect score = ``1 - p(good_index)``); default 0.
         seed: seed of the probe's initialisation (global RNG state is left untouched).
+        good_label: deprecated spelling of ``good_index``.
     """
 
     def __init__(
@@ -102,10 +104,14 @@ class OnlineProbe(L.Callback):
         knn_temperature: float = 0.07,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        good_label: int = 0,
+        good_index: int | None = None,
         seed: int = 0,
+        good_label: int | None = None,
     ) -> None:
         super().__init__()
+        owner = "OnlineProbe"
+        good_index = renamed_argument(owner, "good_label", good_label, "good_index", good_index)
+        good_index = good_index or 0
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         if num_classes is not None and num_classes < 2:
@@ -116,7 +122,7 @@ class OnlineProbe(L.Callback):
         self.knn_temperature = knn_temperature
         self.lr = lr
         self.weight_decay = weight_decay
-        self.good_label = good_label
+        self.good_index = good_index
         self.seed = seed
         self.probe: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -234,13 +240,13 @@ class OnlineProbe(L.Callback):
 
     def _defect_target(self, labels: Tensor) -> Tensor:
         """1 defect, 0 good, -1 unknown (ignored by the AUROC)."""
-        return torch.where(labels < 0, labels, (labels != self.good_label).long())
+        return torch.where(labels < 0, labels, (labels != self.good_index).long())
 
     def _update_metrics(self, split: str, logits: Tensor, labels: Tensor) -> None:
         probs = logits.detach().softmax(dim=1)
         target = self._defect_target(labels)
         self.metrics[f"{split}_acc"].update(probs, labels)
-        self.metrics[f"{split}_auroc"].update(1.0 - probs[:, self.good_label], target)
+        self.metrics[f"{split}_auroc"].update(1.0 - probs[:, self.good_index], target)
         counts = torch.stack([(target == 0).sum(), (target == 1).sum()])  # stays on device
         self._counts[split] = self._counts.get(split, 0) + counts
 
@@ -313,9 +319,9 @@ class OnlineProbe(L.Callback):
         probs = knn_predict(features, labels, self.num_classes, self.knn_k, self.knn_temperature)
         acc = (probs.argmax(dim=1) == labels).float().mean()
         pl_module.log("probe/knn_acc", acc, rank_zero_only=True)
-        if _has_both(labels, self.good_label):
+        if _has_both(labels, self.good_index):
             auroc = BinaryAUROC().to(probs.device)
-            value = auroc(1.0 - probs[:, self.good_label], (labels != self.good_label).long())
+            value = auroc(1.0 - probs[:, self.good_index], (labels != self.good_index).long())
             pl_module.log("probe/knn_auroc", value, rank_zero_only=True)
 
     # ------------------------------------------------------------------ helpers
@@ -354,6 +360,6 @@ def _gather(pl_module: L.LightningModule, tensor: Tensor) -> Tensor:
     return gathered.flatten(0, 1)
 
 
-def _has_both(labels: Tensor, good_label: int) -> bool:
-    good = labels == good_label
+def _has_both(labels: Tensor, good_index: int) -> bool:
+    good = labels == good_index
     return bool(good.any()) and bool((~good).any())

@@ -304,7 +304,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         images, labels = batch.views[0], batch.labels
         self._record_size(images)
         loss = self._loss(self(images).float(), labels)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        size = labels.shape[0]  # given: a Batch's paths and None fields confuse the inference
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
     def _record_size(self, images: Tensor) -> None:
@@ -390,7 +391,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         images, labels = batch.views[0], batch.labels
         logits = self(images).float()
         scores, probs = self.scores_from_logits(logits)
-        self.log("val/loss", self._loss(logits, labels), sync_dist=True)
+        self.log("val/loss", self._loss(logits, labels), sync_dist=True, batch_size=len(labels))
         self.val_metrics.update(scores, probs.argmax(dim=1), labels)
         self.val_scores.update(scores)
         self.val_targets.update((labels != self.good_index).float())

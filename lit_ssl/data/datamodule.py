@@ -394,10 +394,23 @@ class FactoryDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() first (the Trainer does it before fitting)")
 
     @property
-    def good_class(self) -> int | None:
-        """Index of the defect-free class (0), or None if no class is named good/ok/normal."""
+    def good_index(self) -> int | None:
+        """Index of the defect-free class (0), or None if no class is named good/ok/normal.
+
+        Its name is ``class_names[good_index]`` (``DefectClassifier(good_class=...)``)."""
         self._require_setup()
         return good_index(self.class_names)
+
+    @property
+    def good_class(self) -> int | None:
+        """Deprecated: the index of the good class; use ``good_index``."""
+        warnings.warn(
+            "FactoryDataModule.good_class (an index) is deprecated; use good_index, and "
+            "class_names[good_index] for its name (DefectClassifier's good_class).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.good_index
 
     @property
     def num_classes(self) -> int:
