@@ -58,7 +58,10 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         head: an ``SSLHead`` (``VICReg()`` by default); changing method is changing this.
         in_chans: input channels when ``backbone`` is a name.
         image_size: input size for fixed-size architectures (ViTs) when ``backbone`` is a name.
-        weights: optional local weights file for the backbone (when given by name).
+        weights: optional local weights file for the backbone (when given by name): an
+            export, or a timm/ImageNet checkpoint as you have it (see ``Backbone``) — continued
+            pretraining from ImageNet weights is the recommended start when you have them.
+        pretrained: start the backbone from timm's own pretrained weights (needs the hub).
         optimizer: ``"adamw"`` or ``"lars"``.
         lr: peak learning rate.
         weight_decay: weight decay (not applied to norms, biases, tokens).
@@ -81,6 +84,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         warmup_fraction: float = 0.1,
         final_lr_ratio: float = 0.01,
         channels_last: bool = False,
+        pretrained: bool = False,
         img_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -100,17 +104,22 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
         if isinstance(backbone, str):
-            backbone = Backbone(backbone, in_chans=in_chans, image_size=image_size, weights=weights)
-        self.save_hyperparameters(ignore=["backbone", "head", "img_size"])
+            backbone = Backbone(
+                backbone, in_chans, image_size=image_size, weights=weights, pretrained=pretrained
+            )
+        self.save_hyperparameters(ignore=["backbone", "head", "img_size", "image_size"])
         self.hparams.update(
             backbone=backbone.name,
             in_chans=backbone.in_chans,
             image_size=backbone.image_size,
             weights=None,  # weights live in the checkpoint's state dict from now on
+            pretrained=False,
             head=describe_head(head),
         )
         if backbone.image_size is None:  # any size: no key to disagree with the datamodule's
             self.hparams.pop("image_size")
+        # Not in the logged (initial) hparams either: Lightning refuses a model/datamodule
+        # key pair with different values, and a ViT may be built at another size.
         self.backbone = backbone
         head.check_backbone(backbone)
         head.build(backbone)

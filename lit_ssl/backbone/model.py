@@ -8,10 +8,11 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from lit_ssl.backbone.encoding import dense_features
+from lit_ssl.backbone.weights import load_into
 from lit_ssl.deprecation import renamed_argument
 
 __all__ = ["Backbone", "load_backbone_config"]
@@ -68,7 +69,11 @@ class Backbone(nn.Module):
         image_size: input size for architectures with a fixed size (ViTs); ignored otherwise.
             (timm calls it ``img_size``; the json written by ``export`` keeps timm's key.)
         weights: optional local weights file: a ``.safetensors`` written by
-            ``export_backbone`` or any timm state dict; loaded strictly.
+            ``export_backbone``, or a timm/ImageNet checkpoint as you have it (``.pth``,
+            ``.pt``, ``.safetensors``; ``state_dict``/``model`` wrappers; classifier keys
+            dropped; 3-channel stems fitted to ``in_chans``); see ``lit_ssl.backbone.weights``.
+        pretrained: start from timm's own pretrained weights (downloaded from the hub;
+            a clear error offline: then download once elsewhere and pass ``weights=``).
         img_size: deprecated spelling of ``image_size``.
     """
 
@@ -78,6 +83,7 @@ class Backbone(nn.Module):
         in_chans: int = 3,
         image_size: int | None = None,
         weights: str | None = None,
+        pretrained: bool = False,
         img_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -92,7 +98,9 @@ class Backbone(nn.Module):
         self.name = name
         self.in_chans = in_chans
         self.image_size = image_size
-        self.model = _create_timm_model(name, in_chans, image_size)
+        if pretrained and weights is not None:
+            raise ValueError("Give weights=FILE or pretrained=True, not both.")
+        self.model = _create_timm_model(name, in_chans, image_size, pretrained)
         self.dense_dim: int = int(self.model.num_features)
         self.embed_dim: int = int(getattr(self.model, "head_hidden_size", None) or self.dense_dim)
         self.is_vit: bool = hasattr(self.model, "patch_embed") and hasattr(
@@ -114,24 +122,10 @@ class Backbone(nn.Module):
         return int(self.model.patch_embed.patch_size[0])
 
     def load_weights(self, path: str | Path) -> None:
-        """Load a safetensors or torch state dict of the timm model, strictly."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Backbone weights {path} not found.")
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            from lit_ssl.checkpoints import load_weights_file
-
-            state = load_weights_file(path)  # torch.load(weights_only=True): no code runs
-            state = state.get("state_dict", state)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RuntimeError(
-                f"Weights {path} do not fit timm model {self.name!r} (in_chans={self.in_chans}): "
-                f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}. Check the "
-                "architecture name and in_chans match the exported json."
-            )
+        """Load a weights file as users have it (see ``lit_ssl.backbone.weights``): exports,
+        timm/ImageNet state dicts (classifier dropped, stem channels and ViT position
+        embedding adapted, with a note); anything else must fit exactly."""
+        load_into(self.model, path)
 
     def normalize(self, x: Tensor) -> Tensor:
         """Map float images in [0, 1] to the model's input statistics."""
@@ -209,14 +203,25 @@ class Backbone(nn.Module):
         return backbone
 
 
-def _create_timm_model(name: str, in_chans: int, img_size: int | None) -> nn.Module:
-    """timm model without classifier; ``img_size`` only for architectures that take it."""
-    kwargs: dict = {"pretrained": False, "num_classes": 0, "in_chans": in_chans}
-    if img_size is None:
-        return timm.create_model(name, **kwargs)
+def _create_timm_model(
+    name: str, in_chans: int, image_size: int | None, pretrained: bool = False
+) -> nn.Module:
+    """timm model without classifier; ``image_size`` only for architectures that take it."""
+    kwargs: dict = {"pretrained": pretrained, "num_classes": 0, "in_chans": in_chans}
     try:
-        return timm.create_model(name, img_size=img_size, **kwargs)
-    except TypeError as err:  # CNNs have no img_size argument: they take any size
-        if "img_size" not in str(err):
+        if image_size is None:
+            return timm.create_model(name, **kwargs)
+        try:
+            return timm.create_model(name, img_size=image_size, **kwargs)
+        except TypeError as err:  # CNNs have no img_size argument: they take any size
+            if "img_size" not in str(err):
+                raise
+            return timm.create_model(name, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if not pretrained:
             raise
-        return timm.create_model(name, **kwargs)
+        raise RuntimeError(
+            f"Could not get timm's pretrained weights for {name!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}).\nOffline? Download them once where the hub "
+            "is reachable and pass weights=FILE (any .pth/.safetensors state dict)."
+        ) from err

@@ -187,7 +187,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         # save_hyperparameters reads these locals: record the resolved values, so the logged
         # hparams agree with the datamodule's (Lightning refuses conflicting duplicates)
         in_chans, image_size = backbone.in_chans, backbone.image_size
-        self.save_hyperparameters(ignore=["backbone", "classes", "img_size"])
+        self.save_hyperparameters(ignore=["backbone", "classes", "img_size", "image_size"])
         self.hparams.update(
             backbone=backbone.name,
             in_chans=backbone.in_chans,
@@ -197,6 +197,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         )
         if backbone.image_size is None:  # any size: no key to disagree with the datamodule's
             self.hparams.pop("image_size")
+        # Not in the logged (initial) hparams either: Lightning refuses a model/datamodule
+        # key pair with different values, and a ViT may be built at another size.
         self.class_names = classes
         self.good_index = classes.index(good_class)
         self.backbone = backbone
