@@ -1,0 +1,9 @@
+"""Defect detection from good images only (issue 14, first part): a memory bank of good patch
+features (``memory_bank.py``: greedy coreset, nearest-neighbour distances) and the
+``AnomalyDetector`` LightningModule (``detector.py``). Not yet: CLI recipe, AUPRO, ONNX export,
+figures (see the tracker)."""
+
+from lit_ssl.anomaly.detector import AnomalyDetector
+from lit_ssl.anomaly.memory_bank import greedy_coreset, nearest_distances
+
+__all__ = ["AnomalyDetector", "greedy_coreset", "nearest_distances"]

@@ -1,0 +1,85 @@
+"""A memory bank of good patch features: greedy coreset selection and nearest-neighbour scores.
+
+PatchCore (Roth et al. 2022, https://arxiv.org/abs/2106.08265) keeps a subset of the good
+images' patch features chosen by greedy k-center selection (each new point is the one farthest
+from those already kept), so the bank covers the good feature space with a fraction of the
+points; a test patch's anomaly score is its distance to the nearest kept feature.
+
+Both run on the device in blocks of rows (matrix products, no Python loop over patches); the
+greedy selection is one loop over the points it keeps, each step a vector update, as in the
+paper (it projects features to ``projection_dim`` first to make the distances cheap).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["greedy_coreset", "nearest_distances"]
+
+
+def greedy_coreset(
+    features: Tensor, fraction: float, projection_dim: int | None = 128, seed: int = 0
+) -> Tensor:
+    """Indices of a greedy k-center coreset of ``features`` ``(N, D)``.
+
+    Args:
+        features: the good patch features, one row each.
+        fraction: share of the rows to keep, in ``(0, 1]`` (at least one row is kept).
+        projection_dim: distances are computed on a random Gaussian projection to this many
+            dimensions (Johnson-Lindenstrauss, as PatchCore does); ``None``: on the features.
+        seed: seed of the projection and of the first point.
+
+    Returns:
+        ``(k,)`` int64 indices into ``features``, in selection order.
+
+    Example:
+        >>> points = torch.tensor([[0.0], [0.1], [5.0], [10.0]])
+        >>> greedy_coreset(points, 0.75, projection_dim=None).tolist()
+        [0, 3, 2]
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"coreset fraction must be in (0, 1], got {fraction}.")
+    n = features.shape[0]
+    k = max(1, round(fraction * n))
+    if k >= n:
+        return torch.arange(n, device=features.device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    points = features.float()
+    if projection_dim is not None and projection_dim < points.shape[1]:
+        projection = torch.randn(points.shape[1], projection_dim, generator=generator)
+        points = points @ projection.to(points.device)
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = torch.empty(k, dtype=torch.long, device=features.device)
+    chosen[0] = first
+    nearest = (points - points[first]).square().sum(1)
+    for i in range(1, k):  # one step per kept point, each a (N,) update on the device
+        index = nearest.argmax()
+        chosen[i] = index
+        nearest = torch.minimum(nearest, (points - points[index]).square().sum(1))
+    return chosen
+
+
+def nearest_distances(queries: Tensor, bank: Tensor, block: int = 4096) -> Tensor:
+    """Euclidean distance of each query row to its nearest bank row.
+
+    Args:
+        queries: ``(M, D)`` features to score.
+        bank: ``(K, D)`` memory bank.
+        block: bank rows per matrix product (bounds the ``(M, block)`` distance matrix).
+
+    Returns:
+        ``(M,)`` float32 distances.
+
+    Example:
+        >>> nearest_distances(torch.tensor([[0.0, 3.0]]), torch.tensor([[0.0, 0.0], [4.0, 3.0]]))
+        tensor([3.])
+    """
+    queries = queries.float()
+    best = torch.full((queries.shape[0],), float("inf"), device=queries.device)
+    q2 = queries.square().sum(1, keepdim=True)
+    for start in range(0, bank.shape[0], block):  # blocks of the bank, not of patches
+        rows = bank[start : start + block].float()
+        d2 = q2 - 2.0 * queries @ rows.T + rows.square().sum(1)
+        best = torch.minimum(best, d2.min(1).values)
+    return best.clamp_min(0.0).sqrt()

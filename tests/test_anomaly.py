@@ -1,0 +1,81 @@
+"""Anomaly detection from good images only: the memory bank parts alone, then the detector."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_ssl.anomaly import AnomalyDetector, greedy_coreset, nearest_distances
+from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
+
+
+def test_nearest_distances_equal_brute_force():
+    queries, bank = torch.randn(50, 8), torch.randn(70, 8)
+    expected = torch.cdist(queries, bank).min(1).values
+    torch.testing.assert_close(
+        nearest_distances(queries, bank, block=16), expected, atol=1e-4, rtol=0
+    )
+
+
+def test_greedy_coreset_covers_better_than_a_random_subset():
+    points = torch.cat([torch.randn(400, 16), torch.randn(8, 16) + 12.0])  # a rare far cluster
+    keep = greedy_coreset(points, 0.05, projection_dim=None)
+    assert keep.unique().numel() == keep.numel() == 20
+    radius = nearest_distances(points, points[keep]).max()
+    random = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(0))[:20]
+    assert radius < nearest_distances(points, points[random]).max()
+    assert (keep >= 400).any(), "the rare cluster must be kept"
+    assert greedy_coreset(points, 1.0).numel() == points.shape[0]
+    with pytest.raises(ValueError, match="fraction"):
+        greedy_coreset(points, 0.0)
+
+
+def _textures(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=generator)
+    return F.interpolate(low, size=(64, 64), mode="bilinear").clamp(0, 1) * 0.5 + 0.25
+
+
+def test_the_map_points_at_the_defect_and_the_defect_scores_highest():
+    torch.manual_seed(0)
+    detector = AnomalyDetector("test_resnet", coreset_fraction=0.5).eval()
+    detector.add_good(_textures(16, seed=0))
+    detector.build_bank()
+    good = _textures(6, seed=1)
+    defect = good.clone()
+    defect[:, :, 40:52, 8:20] = 1.0  # a bright spot, bottom left
+    with torch.no_grad():
+        maps, scores = detector(torch.cat([good, defect]))
+    assert maps.shape == (12, 1, 64, 64)
+    assert scores[6:].min() > scores[:6].max()
+    peak = maps[6:].flatten(1).argmax(1)
+    rows, cols = peak // 64, peak % 64
+    assert ((rows >= 32) & (cols < 32)).all(), "the map's peak is not at the defect"
+
+
+def test_fit_builds_the_bank_validation_sets_the_threshold_test_reports(tmp_path):
+    root = write_synthetic_dataset(
+        tmp_path / "line", image_size=48, n_train=32, n_test_good=8, n_per_defect=4, seed=0
+    )
+    data = FactoryDataModule(
+        str(root), task="classify", binary=True, image_size=48, batch_size=16, resplit=True
+    )
+    torch.manual_seed(0)
+    detector = AnomalyDetector("test_resnet", coreset_fraction=0.25)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(detector, data)
+    assert detector.memory_bank.ndim == 2 and detector.memory_bank.shape[0] > 0
+    assert torch.isfinite(detector.threshold)
+    assert trainer.global_step == 0  # no gradient steps: the bank is the model
+    (result,) = trainer.test(detector, data, verbose=False)
+    assert result["test/image_auroc"] >= 0.75
