@@ -63,6 +63,7 @@ class UntrustedCheckpointError(ValueError):
 # ----------------------------------------------------------------------------- allow-list
 def _own_classes() -> list[type]:
     from lit_ssl import heads
+    from lit_ssl.anomaly import AnomalyDetector
     from lit_ssl.backbone import Backbone
     from lit_ssl.classify.classifier import DefectClassifier
     from lit_ssl.data import FactoryDataModule
@@ -71,7 +72,7 @@ def _own_classes() -> list[type]:
 
     own = [getattr(heads, name) for name in heads.__all__]
     own = [c for c in own if isinstance(c, type) and issubclass(c, SSLHead) and c is not SSLHead]
-    return [*own, SSLModule, DefectClassifier, Backbone, FactoryDataModule]
+    return [*own, SSLModule, DefectClassifier, AnomalyDetector, Backbone, FactoryDataModule]
 
 
 def _allow_list() -> dict[str, type]:

@@ -79,3 +79,20 @@ def test_fit_builds_the_bank_validation_sets_the_threshold_test_reports(tmp_path
     assert trainer.global_step == 0  # no gradient steps: the bank is the model
     (result,) = trainer.test(detector, data, verbose=False)
     assert result["test/image_auroc"] >= 0.75
+
+
+def test_the_bank_and_threshold_travel_in_the_checkpoint(tmp_path):
+    detector = AnomalyDetector("test_resnet", coreset_fraction=0.5)
+    detector.add_good(_textures(4, seed=0))
+    detector.build_bank()
+    detector.threshold.fill_(0.5)
+    path = tmp_path / "anomaly.ckpt"
+    checkpoint = {"state_dict": detector.state_dict(), "hyper_parameters": dict(detector.hparams)}
+    detector.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    loaded = AnomalyDetector.load_from_checkpoint(path).eval()
+    torch.testing.assert_close(loaded.memory_bank, detector.memory_bank)
+    images = _textures(2, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)[1], detector.eval()(images)[1])
+    assert float(loaded.threshold) == 0.5

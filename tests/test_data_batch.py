@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _defect_data import trainer_kwargs
 from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -40,17 +41,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    settings = dict(
-        max_steps=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    return L.Trainer(**{**settings, **kwargs})
+    return L.Trainer(**trainer_kwargs(tmp_path, max_steps=1, limit_val_batches=0, **kwargs))
 
 
 def _check(batch: Batch, views: int, batch_size: int, root: Path) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
+from lit_ssl import checkpoints
 from lit_ssl.anomaly.memory_bank import greedy_coreset, nearest_distances
 from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
@@ -23,7 +24,7 @@ from lit_ssl.data.batch import as_batch
 __all__ = ["AnomalyDetector"]
 
 
-class AnomalyDetector(L.LightningModule):
+class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
     """Anomaly maps and scores from a memory bank of good patch features.
 
     Args:
@@ -45,6 +46,8 @@ class AnomalyDetector(L.LightningModule):
         >>> tuple(anomaly_map.shape), tuple(score.shape)
         ((2, 1, 32, 32), (2,))
     """
+
+    module_kind = "AnomalyDetector"  # the checkpoint marker
 
     def __init__(
         self,
@@ -168,7 +171,8 @@ class AnomalyDetector(L.LightningModule):
             self.pixel_auroc.reset()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Size the bank buffer to the stored one before the state dict is loaded."""
+        """Size the bank buffer to the stored one before the state dict is loaded
+        (``load_from_checkpoint`` is the safe one of ``lit_ssl.checkpoints``)."""
         bank = checkpoint.get("state_dict", {}).get("memory_bank")
         if bank is not None:
             self.memory_bank = torch.zeros_like(bank)
