@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from _defect_data import trainer_kwargs
 
 from lit_ssl.anomaly import AnomalyDetector, greedy_coreset, nearest_distances
 from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
@@ -64,15 +65,7 @@ def test_fit_builds_the_bank_validation_sets_the_threshold_test_reports(tmp_path
     )
     torch.manual_seed(0)
     detector = AnomalyDetector("test_resnet", coreset_fraction=0.25)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = L.Trainer(max_epochs=1, **trainer_kwargs(tmp_path))
     trainer.fit(detector, data)
     assert detector.memory_bank.ndim == 2 and detector.memory_bank.shape[0] > 0
     assert torch.isfinite(detector.threshold)

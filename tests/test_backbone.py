@@ -177,7 +177,7 @@ def test_weights_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         Backbone("test_resnet", weights=str(tmp_path / "missing.safetensors"))
     path = Backbone("test_resnet").export(tmp_path / "resnet.safetensors")
-    with pytest.raises(RuntimeError, match="do not fit"):
+    with pytest.raises(ValueError, match="do not fit"):
         Backbone("test_convnext", weights=str(path))
     with pytest.raises(FileNotFoundError, match="No backbone config"):
         load_backbone_config(tmp_path / "other.safetensors")
