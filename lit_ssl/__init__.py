@@ -1,6 +1,7 @@
 """lit_ssl: self-supervised pretraining and defect classification for inspection images.
 
-Public names (see docs/): ``Backbone``, ``SSLModule``, ``DefectClassifier``, ``diagnose``,
+Public names (see docs/): ``Backbone``, ``SSLModule``, ``DefectClassifier``,
+``AnomalyDetector``, ``diagnose``,
 and the subpackages ``heads``, ``losses``, ``augment``, ``data``, ``callbacks``, ``theory``.
 """
 
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DefectClassifier": ("lit_ssl.classify.classifier", "DefectClassifier"),
+    "AnomalyDetector": ("lit_ssl.anomaly.detector", "AnomalyDetector"),
     "diagnose": ("lit_ssl.diagnosis.estimate", "diagnose"),
     "augment": ("lit_ssl.augment", None),
     "callbacks": ("lit_ssl.callbacks", None),

@@ -80,7 +80,7 @@ def _allow_list() -> dict[str, type]:
     names: dict[str, type] = {}
     for cls in _own_classes():
         names[f"{cls.__module__}.{cls.__qualname__}"] = cls
-        for package in ("lit_ssl", "lit_ssl.heads", "lit_ssl.data"):
+        for package in ("lit_ssl", "lit_ssl.heads", "lit_ssl.data", "lit_ssl.anomaly"):
             names.setdefault(f"{package}.{cls.__name__}", cls)
     names = {k: v for k, v in names.items() if _alias_exists(k, v)}
     for legacy, current in _MOVED.items():  # checkpoints written before a module moved

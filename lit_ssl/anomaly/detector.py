@@ -64,6 +64,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         if not 0.0 < false_alarm_rate < 1.0:
             raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}.")
         backbone = resolve_backbone(backbone, weights, in_chans, image_size)
+        in_chans = backbone.in_chans  # the logged hparams must agree with the datamodule's
         self.save_hyperparameters(ignore=["backbone", "image_size"])
         self.hparams.update(backbone=backbone.name, in_chans=backbone.in_chans, weights=None)
         self.backbone = backbone.eval().requires_grad_(False)
@@ -136,6 +137,8 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
             self.build_bank()
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if self.memory_bank.numel() == 0:  # sanity check before fit has built the bank
+            return
         batch = as_batch(batch)
         _, scores = self(batch.views[0])
         self._val.append((scores, batch.labels))
@@ -153,6 +156,11 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.log("val/threshold", self.threshold)
 
     def test_step(self, batch, batch_idx: int) -> None:
+        if self.memory_bank.numel() == 0:
+            raise RuntimeError(
+                "The memory bank is empty: fit the detector first, or test with --ckpt_path "
+                "runs/anomaly/version_N/checkpoints/last.ckpt."
+            )
         batch = as_batch(batch)
         anomaly_map, scores = self(batch.views[0])
         known = batch.labels >= 0

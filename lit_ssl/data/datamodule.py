@@ -61,6 +61,7 @@ log = logging.getLogger("lit_ssl.data")
 _STAGE_OFFSET = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _MAX_NAMED = 20
 _LABELED_STAGES = (None, "fit", "validate", "test")
+TASKS = ("ssl", "classify", "anomaly")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -76,7 +77,10 @@ class FactoryDataModule(L.LightningDataModule):
             (generated once into ``$LIT_SSL_CACHE`` or ``~/.cache/lit_ssl``).
         layout: ``"auto"`` or one of ``mvtec``, ``visa``, ``class_folders``, ``csv``,
             ``unlabeled`` (see :mod:`lit_ssl.data.layouts`).
-        task: ``"ssl"`` (multi-view batches) or ``"classify"`` (image batches).
+        task: ``"ssl"`` (multi-view batches), ``"classify"`` (image batches) or
+            ``"anomaly"`` (image batches, resize only, for ``AnomalyDetector``: the layout's
+            good train images build the memory bank; no defects needed in train, no labels
+            needed at all).
         policy: Augmentation preset name or YAML path, or one per view.
         views: Number of augmented views; None lets the model decide (its ``view_spec``, read
             in :meth:`setup`, or :meth:`configure_views`), 2 if nobody does.
@@ -123,7 +127,7 @@ class FactoryDataModule(L.LightningDataModule):
         self,
         root: str | None = None,
         layout: str = "auto",
-        task: Literal["ssl", "classify"] = "ssl",
+        task: Literal["ssl", "classify", "anomaly"] = "ssl",
         policy: str | list[str] = "surface",
         views: int | None = None,
         image_size: int = 64,
@@ -151,7 +155,7 @@ class FactoryDataModule(L.LightningDataModule):
         keep_layout_split: bool | None = None,
     ):
         super().__init__()
-        _check(task in ("ssl", "classify"), f"task={task!r}; use 'ssl' or 'classify'")
+        _check(task in TASKS, f"task={task!r}; use one of {TASKS}")
         _check(layout in (*LAYOUTS, "auto"), f"layout={layout!r}; use 'auto' or one of {LAYOUTS}")
         _check(on_bad_file in ("skip", "raise"), f"on_bad_file={on_bad_file!r}; use skip|raise")
         _check(views is None or views >= 1, f"views={views}; use a positive number or None")
@@ -487,7 +491,9 @@ class FactoryDataModule(L.LightningDataModule):
 
     def _views(self, stage: str, num_views: int, clean: bool, seed: int) -> MultiView:
         hp = self.hparams
-        augmented = stage == "train" or (stage == "val" and self.task == "ssl")
+        augmented = (stage == "train" and self.task != "anomaly") or (
+            stage == "val" and self.task == "ssl"
+        )
         names = hp.policy if augmented else "minimal"
         return multi_view(names, num_views, hp.image_size, hp.in_chans, clean, seed)
 
@@ -533,7 +539,7 @@ class FactoryDataModule(L.LightningDataModule):
             )
         labels = self.train_labels if stage == "train" else self.labels
         indices = self._indices(split, labels, labeled_only=classify and stage != "predict")
-        if classify or stage in ("test", "predict"):
+        if classify or self.task == "anomaly" or stage in ("test", "predict"):
             transform = self._views(stage, 1, False, seed)
         else:
             transform = self._views(stage, self.num_views, self.clean_view, seed)
