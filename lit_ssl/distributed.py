@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather", "rank", "world_size"]
+__all__ = ["gather", "gather_rows", "rank", "world_size"]
 
 
 def world_size() -> int:
@@ -30,6 +30,22 @@ def gather(x: Tensor) -> Tensor:
     if world_size() == 1:
         return x
     return torch.cat(_AllGather.apply(x), dim=0)
+
+
+@torch.no_grad()
+def gather_rows(x: Tensor) -> Tensor:
+    """Concatenate ``x`` ``(N_rank, ...)`` from all ranks along dim 0, without gradients;
+    ranks may hold different numbers of rows (e.g. an anomaly detector's memory bank)."""
+    if world_size() == 1:
+        return x
+    counts = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([x.shape[0]], device=x.device))
+    most = int(max(c.item() for c in counts))  # once per bank, not in a training step
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    gathered = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(gathered, padded.contiguous())
+    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts, strict=True)])
 
 
 class _AllGather(torch.autograd.Function):

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from _defect_data import trainer_kwargs
 
-from lit_ssl.anomaly import AnomalyDetector, greedy_coreset, nearest_distances
+from lit_ssl.anomaly import (
+    AnomalyDetector,
+    false_alarm_threshold,
+    greedy_coreset,
+    nearest_distances,
+)
 from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
 
 
@@ -89,3 +94,66 @@ def test_the_bank_and_threshold_travel_in_the_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)[1], detector.eval()(images)[1])
     assert float(loaded.threshold) == 0.5
+
+
+def _bank_worker(rank: int, store: str, out: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )  # fmt: skip
+    try:
+        torch.manual_seed(0)  # the same backbone on both ranks, as DDP makes it
+        detector = AnomalyDetector("test_resnet", coreset_fraction=1.0).eval()
+        detector.add_good(_textures(2 + rank, seed=rank))  # ranks hold 2 and 3 images
+        detector.build_bank()
+        if rank == 0:
+            torch.save(detector.memory_bank, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_bank_holds_every_ranks_good_patches(tmp_path):
+    import sys
+
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "bank.pt"
+    mp.start_processes(
+        _bank_worker,
+        args=(str(tmp_path / "store"), str(out)),
+        nprocs=2,
+        join=True,
+        start_method="fork" if sys.platform == "linux" else "spawn",
+    )
+    bank = torch.load(out, weights_only=True)
+    torch.manual_seed(0)
+    single = AnomalyDetector("test_resnet", coreset_fraction=1.0).eval()
+    single.add_good(_textures(2, seed=0))
+    single.add_good(_textures(3, seed=1))
+    single.build_bank()
+    assert bank.shape == single.memory_bank.shape  # not half of it
+    torch.testing.assert_close(bank, single.memory_bank)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05, 0.2])
+def test_the_threshold_flags_the_target_share_of_good_images(rate):
+    scores = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    threshold = false_alarm_threshold(scores, rate)
+    flagged = (scores > threshold).float().mean()
+    assert flagged <= rate and flagged >= rate - 0.002
+
+
+def test_coreset_scores_stay_within_the_coreset_radius_of_the_full_bank():
+    bank = torch.randn(600, 12)
+    queries = torch.randn(200, 12)
+    keep = greedy_coreset(bank, 0.1, projection_dim=None)
+    assert keep.numel() == 60
+    radius = nearest_distances(bank, bank[keep]).max()
+    full, core = nearest_distances(queries, bank), nearest_distances(queries, bank[keep])
+    assert (core >= full - 1e-5).all()
+    assert (core - full).max() <= radius + 1e-5  # triangle inequality: a stated tolerance

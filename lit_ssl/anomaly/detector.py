@@ -20,8 +20,21 @@ from lit_ssl.anomaly.memory_bank import greedy_coreset, nearest_distances
 from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.data.batch import as_batch
+from lit_ssl.distributed import gather_rows
 
-__all__ = ["AnomalyDetector"]
+__all__ = ["AnomalyDetector", "false_alarm_threshold"]
+
+
+def false_alarm_threshold(good_scores: Tensor, rate: float) -> Tensor:
+    """The lowest threshold that flags at most ``rate`` of these good images (score > it).
+
+    Example:
+        >>> false_alarm_threshold(torch.arange(100.0), 0.05)
+        tensor(94.)
+    """
+    ordered = good_scores.float().sort(descending=True).values
+    allowed = int(rate * ordered.numel())  # images that may be flagged
+    return ordered[min(allowed, ordered.numel() - 1)]
 
 
 class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
@@ -105,7 +118,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         """Keep a greedy coreset of the collected good patch features as the memory bank."""
         if not self._good:
             raise RuntimeError("No good images were seen: the memory bank is empty.")
-        features = torch.cat(self._good)
+        features = gather_rows(torch.cat(self._good))  # every rank's good patches, one bank
         keep = greedy_coreset(features, self.hparams.coreset_fraction)
         self.memory_bank = features[keep].contiguous()
         self._good.clear()
@@ -152,7 +165,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self._val.clear()
         good = scores[labels <= 0]
         if good.numel() > 0:
-            self.threshold = torch.quantile(good, 1.0 - self.hparams.false_alarm_rate)
+            self.threshold = false_alarm_threshold(good, self.hparams.false_alarm_rate)
         self.log("val/threshold", self.threshold)
 
     def test_step(self, batch, batch_idx: int) -> None:
