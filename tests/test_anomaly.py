@@ -77,6 +77,7 @@ def test_fit_builds_the_bank_validation_sets_the_threshold_test_reports(tmp_path
     assert trainer.global_step == 0  # no gradient steps: the bank is the model
     (result,) = trainer.test(detector, data, verbose=False)
     assert result["test/image_auroc"] >= 0.75
+    assert result["test/pixel_auroc"] >= 0.75  # the synthetic data has masks: chance is 0.5
 
 
 def test_the_bank_and_threshold_travel_in_the_checkpoint(tmp_path):
@@ -157,3 +158,19 @@ def test_coreset_scores_stay_within_the_coreset_radius_of_the_full_bank():
     full, core = nearest_distances(queries, bank), nearest_distances(queries, bank[keep])
     assert (core >= full - 1e-5).all()
     assert (core - full).max() <= radius + 1e-5  # triangle inequality: a stated tolerance
+
+
+def test_test_batches_carry_masks_resized_like_the_images(tmp_path):
+    root = write_synthetic_dataset(
+        tmp_path / "line", image_size=48, n_train=8, n_test_good=4, n_per_defect=2, seed=0
+    )
+    data = FactoryDataModule(str(root), task="anomaly", image_size=32, batch_size=64)
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    assert batch.masks.shape == (len(batch.labels), 1, 32, 32)
+    good = batch.labels == data.good_index
+    assert (batch.masks[good] == 0).all()
+    assert set(batch.masks[~good].unique().tolist()) <= {0.0, 1.0}
+    assert (batch.masks[~good].flatten(1).amax(1) == 1).all(), "every defect has its region"
+    train = next(iter(data.train_dataloader()))
+    assert train.views[0].shape[-2:] == (32, 32) and len(train.views) == 1

@@ -180,7 +180,9 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.image_auroc.update(scores[known], (batch.labels[known] > 0).long())
         self.image_ap.update(scores[known], (batch.labels[known] > 0).long())
         if batch.masks is not None:
-            self.pixel_auroc.update(anomaly_map.flatten(), (batch.masks > 0.5).long().flatten())
+            known_pixels = batch.masks >= 0  # -1: a defect image without its mask file
+            target = (batch.masks[known_pixels] > 0.5).long()
+            self.pixel_auroc.update(anomaly_map[known_pixels], target)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/image_auroc", self.image_auroc.compute())

@@ -3,7 +3,10 @@
 Batches: every loader, every stage and task, yields one :class:`~lit_ssl.data.batch.Batch`
 read by name: ``views`` (a list of float32 ``(B, C, H, W)`` tensors in [0, 1]), ``labels`` (a
 LongTensor ``(B,)``, -1 where unknown), ``clean`` (the resize-only image when the model's head
-asked for it, else None), ``paths`` (list of str) and ``masks`` (None for now).
+asked for it, else None), ``paths`` (list of str) and ``masks``: ``(B, 1, H, W)`` defect masks
+in the resize-only single-view stages (classify val, anomaly train/val, test, predict) of a
+dataset that has mask files (MVTec AD, VisA, CSV ``mask`` column), resized like the image
+(nearest); 1 defect, 0 good, -1 unknown (a defect image without its mask file); else None.
 
 - ``task="ssl"``, train/val: as many augmented ``views`` as the model's ``view_spec`` asks for.
 - ``task="classify"`` train/val, and test and predict of both tasks: one view (augmented for
@@ -489,12 +492,15 @@ class FactoryDataModule(L.LightningDataModule):
         entropy = [self.hparams.seed % 2**64, self._rank(), _STAGE_OFFSET[stage], epoch, build]
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
-    def _views(self, stage: str, num_views: int, clean: bool, seed: int) -> MultiView:
-        hp = self.hparams
-        augmented = (stage == "train" and self.task != "anomaly") or (
+    def _augmented(self, stage: str) -> bool:
+        """Whether ``stage`` draws augmented views (else resize only)."""
+        return (stage == "train" and self.task != "anomaly") or (
             stage == "val" and self.task == "ssl"
         )
-        names = hp.policy if augmented else "minimal"
+
+    def _views(self, stage: str, num_views: int, clean: bool, seed: int) -> MultiView:
+        hp = self.hparams
+        names = hp.policy if self._augmented(stage) else "minimal"
         return multi_view(names, num_views, hp.image_size, hp.in_chans, clean, seed)
 
     def _indices(self, split: str, labels: np.ndarray, labeled_only: bool) -> np.ndarray:
@@ -539,11 +545,19 @@ class FactoryDataModule(L.LightningDataModule):
             )
         labels = self.train_labels if stage == "train" else self.labels
         indices = self._indices(split, labels, labeled_only=classify and stage != "predict")
-        if classify or self.task == "anomaly" or stage in ("test", "predict"):
+        single = classify or self.task == "anomaly" or stage in ("test", "predict")
+        if single:
             transform = self._views(stage, 1, False, seed)
         else:
             transform = self._views(stage, self.num_views, self.clean_view, seed)
-        return FactoryDataset(self._store, indices, labels, transform)
+        masks = self._mask_files() if single and not self._augmented(stage) else None
+        good = good_index(self.class_names) if masks is not None else None
+        return FactoryDataset(self._store, indices, labels, transform, masks, good)
+
+    def _mask_files(self) -> list[str | None] | None:
+        """Every sample's mask file, or None when the dataset has no masks at all."""
+        files = [s.mask for s in self.samples]
+        return files if any(f is not None for f in files) else None
 
     def train_dataloader(self) -> DataLoader:
         """Training batches (augmented views for ssl, one augmented view for classify)."""

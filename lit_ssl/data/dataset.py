@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
@@ -98,13 +99,17 @@ class FactoryDataset(Dataset):
 
     Items: ``views`` a list of ``(C, H, W)`` float tensors in [0, 1] (one per policy of
     ``transform``), ``labels`` an ``int`` (-1 unknown), ``clean`` the ``(C, H, W)`` clean view
-    when ``transform`` has one, ``paths`` the source file (a ``str``), ``masks`` ``None``.
+    when ``transform`` has one, ``paths`` the source file (a ``str``), ``masks`` the defect
+    mask ``(1, H, W)`` when ``masks`` is given (see :func:`read_mask`), else ``None``.
 
     Args:
         store: Decoded images.
         indices: Which samples of ``store`` form this split.
         labels: Label of every sample of ``store`` (-1 unknown).
         transform: Views to produce (one policy for single-image batches).
+        masks: Mask file of every sample of ``store`` (``None``: none), with ``good_label``;
+            only for resize-only single views (the mask is resized like the image).
+        good_label: Label of the defect-free class (its images need no mask file).
     """
 
     def __init__(
@@ -113,11 +118,15 @@ class FactoryDataset(Dataset):
         indices: np.ndarray,
         labels: np.ndarray,
         transform: MultiView,
+        masks: list[str | None] | None = None,
+        good_label: int | None = None,
     ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
+        self.masks = masks
+        self.good_label = good_label
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -130,7 +139,29 @@ class FactoryDataset(Dataset):
         image, index = self.store.read(int(self.indices[item]))
         views = [_to_tensor(v) for v in self.transform(image)]
         clean = views.pop() if self.transform.clean is not None else None
-        return Batch(views, int(self.labels[index]), clean, self.store.paths[index])
+        label = int(self.labels[index])
+        mask = None
+        if self.masks is not None:
+            size = tuple(views[0].shape[-2:])
+            mask = read_mask(self.masks[index], label == self.good_label, size)
+        return Batch(views, label, clean, self.store.paths[index], mask)
+
+
+def read_mask(path: str | None, good: bool, size: tuple[int, int]) -> torch.Tensor:
+    """A defect mask ``(1, H, W)`` resized to ``size`` (nearest): 1 defect, 0 good pixels.
+
+    A good image without a mask file is all 0; any other image without one (a defect whose
+    mask is missing, or an unknown label) is all -1, "unknown", which pixel metrics leave out.
+    """
+    if path is None:
+        return torch.full((1, *size), 0.0 if good else -1.0)
+    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise BadImageError(f"cannot read mask {path}")
+    if raw.ndim == 3:
+        raw = raw.max(axis=2)
+    resized = cv2.resize((raw > 0).astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(resized.astype(np.float32))[None]
 
 
 def worker_init_fn(worker_id: int) -> None:
