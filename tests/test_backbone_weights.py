@@ -105,9 +105,18 @@ def test_a_pickled_payload_in_a_weights_file_is_refused(tmp_path):
 
 
 def test_pretrained_offline_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="pass weights=FILE"):
+    create = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):  # what the hub client raises offline
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load this file")
+        return create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr("lit_ssl.backbone.model.timm.create_model", offline)
+    with pytest.raises(RuntimeError, match="Offline.*pass weights=FILE") as error:
         Backbone("resnet18", pretrained=True)
+    assert len(str(error.value).splitlines()) == 2
+    assert Backbone("test_resnet").embed_dim > 0  # without pretrained nothing is fetched
 
 
 def test_ssl_module_continues_from_imagenet_weights(tmp_path):
