@@ -65,6 +65,10 @@ CASES = {
     "synth: missing argument": (["synth"], ["output", "lit-ssl synth --help"]),
     "preview: wrong type": (["preview", "--views", "x"], ["--views", "lit-ssl preview --help"]),
     "diagnose: missing folder": (["diagnose", "--data.root", "no_such_line"], ["no_such_line"]),
+    "model and data disagree": (
+        [*_fit("anomaly", "--model.in_chans=1", "--data.in_chans=3")],
+        ["different in_chans", "--model.in_chans V --data.in_chans V"],
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -25,6 +26,8 @@ __all__ = ["main", "recipe_name"]
 
 # What a user can fix; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (LitSSLError, ValueError, OSError, argparse.ArgumentError)
+# Lightning's refusal of a model and a datamodule that log one key with two values.
+_HPARAMS_CLASH = "Error while merging hparams"
 # Files a run writes before training has produced anything.
 _NOTHING_USEFUL = {"config.yaml", "hparams.yaml", "metrics.csv"}
 
@@ -127,6 +130,16 @@ def _remove_empty_run_folder(record: dict[str, Any]) -> None:
             parent.rmdir()
 
 
+def _hparams_clash_message(error: RuntimeError) -> str:
+    """Two lines: which keys the model and the data disagree on, and what to do."""
+    keys = re.findall(r"'(\w+)'", str(error).split("present", 1)[0]) or ["a setting"]
+    example = " ".join(f"--model.{k} V --data.{k} V" for k in keys)
+    return (
+        f"the model and the data were given different {', '.join(keys)}.\n"
+        f"Give both the same value ({example}), or set it on one side only."
+    )
+
+
 def _stopped(stop: SystemExit) -> int:
     """Exit code of a ``SystemExit`` (e.g. ``--print_config``, ``--help``); Lightning's SIGTERM
     stop becomes 143."""
@@ -157,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as stop:
         return _stopped(stop)
+    except RuntimeError as error:
+        if not str(error).startswith(_HPARAMS_CLASH):
+            raise
+        print(f"lit-ssl: error: {_hparams_clash_message(error)}", file=sys.stderr)
+        return 2
     except _USER_ERRORS as error:
         if debug:
             traceback.print_exc()
