@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from _defect_data import trainer_kwargs
 from torch.utils.data import DataLoader
 
 from lit_ssl.data import FactoryDataModule
@@ -87,11 +88,7 @@ def test_reload_every_epoch_under_a_trainer_does_not_repeat(classes: Path) -> No
         limit_train_batches=3,
         limit_val_batches=0,
         reload_dataloaders_every_n_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **trainer_kwargs(classes.parent, deterministic=False),
     )
     trainer.fit(
         model, datamodule=FactoryDataModule(root=str(classes), image_size=SIZE, batch_size=4)
