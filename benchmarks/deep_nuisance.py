@@ -404,12 +404,15 @@ def auroc_se(auc: float, n_pos: int, n_neg: int) -> float:
 # ----------------------------------------------------------------------------- results
 def load_results(path: Path, cfg: Config) -> dict:
     """Results stored with the same configuration key, else a fresh record."""
+    fresh = {"config_key": cfg.key(), "config": asdict(cfg), "energy": {}, "runs": {}}
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("config_key") == cfg.key():
             return stored
         print(f"{path}: different configuration, starting afresh")
-    return {"config_key": cfg.key(), "config": asdict(cfg), "energy": {}, "runs": {}}
+        if "long" in stored:  # the long-budget record is independent of this configuration
+            fresh["long"] = stored["long"]
+    return fresh
 
 
 def run_key(method: str, level: float, pol: str) -> str:
@@ -690,9 +693,281 @@ def section_text(results: dict, tab: str, cmd: str, img: Path, reading: str) -> 
     )
 
 
+# ----------------------------------------------------------------------------- long budget
+# ``--budget long``: fewer methods, thousands of steps, several seeds; the probe is also
+# read at intermediate steps of the same run (same cosine schedule) to see the trend.
+LONG = {
+    "levels": [0.0, 1.0, 1.5],
+    "seeds": [0, 1, 2],
+    "steps": 1500,
+    "probe_at": [64, 300],
+    "methods": ["MaskedReconstruction", "VICReg", "random frozen"],
+    "n_pretrain": 1024,
+    "n_probe": 500,
+    "batch_size": 32,
+    "lr": 2e-3,
+}
+LONG_RECONSTRUCTION, LONG_JOINT = "MaskedReconstruction", "VICReg"
+
+
+class ProbeAt(L.Callback):
+    """Linear-probe AUROC of ``pl_module.backbone`` at given global steps (benchmark only)."""
+
+    def __init__(self, steps: list[int], data: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.steps, self.data, self.aurocs = set(steps), data, {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        if trainer.global_step in self.steps:
+            self.aurocs[str(trainer.global_step)] = probe(pl_module.backbone, self.data)
+            pl_module.backbone.train()
+
+
+def probe(backbone: Backbone, data: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """Linear-probe AUROC of a backbone on the probe splits (eval mode)."""
+    (xtr, ytr), (xte, yte) = data["probe_train"], data["probe_test"]
+    return linear_probe(
+        features(backbone, xtr),
+        torch.from_numpy(ytr),
+        features(backbone, xte),
+        torch.from_numpy(yte),
+    )
+
+
+def long_key(method: str, level: float, pol: str, seed: int) -> str:
+    """Key of one long-budget run."""
+    return f"{method}|{level:g}|{pol}|{seed}"
+
+
+def load_long(json_path: Path) -> dict:
+    """The stored long-budget record (``"long"`` key of the JSON), fresh if its config changed."""
+    stored = json.loads(json_path.read_text()).get("long", {}) if json_path.is_file() else {}
+    if stored.get("config") == LONG:
+        return stored
+    if stored:
+        print(f"{json_path}: different long-budget configuration, starting afresh")
+    return {"config": dict(LONG), "runs": {}, "energy": {}}
+
+
+def save_long(json_path: Path, long: dict) -> None:
+    """Write ``long`` into the JSON's ``"long"`` key, leaving the rest of the file alone."""
+    data = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    data["long"] = long
+    common.save_json(json_path, data)
+
+
+def long_data(level: float, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pretraining and probe splits of one level and seed (as in the default budget)."""
+    n, n_probe = LONG["n_pretrain"], LONG["n_probe"]
+    return {
+        "pretrain": make_images(n, level, 0.25, "mixed", seed),
+        "probe_train": make_images(n_probe, level, 0.5, "mixed", seed + 1),
+        "probe_test": make_images(n_probe, level, 0.5, "mixed", seed + 2),
+    }
+
+
+def run_long(json_path: Path) -> None:
+    """Train and probe every long-budget (seed, level, policy, method) missing from the JSON.
+
+    Seed-major order with the extreme levels first, so a partial run already has whole
+    seeds; every run is saved as soon as it finishes.
+    """
+    long, folder = load_long(json_path), Path(tempfile.mkdtemp(prefix="deep_long_"))
+    by_name = {m.name: m for m in METHODS}
+    t_start, base = time.perf_counter(), long.get("wall_s", 0.0)
+
+    def save() -> None:
+        long["wall_s"] = round(base + time.perf_counter() - t_start, 1)
+        save_long(json_path, long)
+
+    for seed in LONG["seeds"]:
+        cfg = Config(
+            levels=LONG["levels"],
+            steps=LONG["steps"],
+            n_pretrain=LONG["n_pretrain"],
+            n_probe=LONG["n_probe"],
+            batch_size=LONG["batch_size"],
+            lr=LONG["lr"],
+            seed=seed,
+        )
+        for level in level_order(LONG["levels"]):
+            if f"{level:g}" not in long["energy"]:
+                long["energy"][f"{level:g}"] = measure_energy(
+                    level, n=128, image_size=IMAGE_SIZE, material="mixed", seed=0
+                )
+            data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for pol in POLICIES:
+                for name in LONG["methods"]:
+                    key, method = long_key(name, level, pol, seed), by_name[name]
+                    if key in long["runs"]:
+                        continue
+                    if method.kind == "random" and pol == "alpha0":
+                        long["runs"][key] = long["runs"][long_key(name, level, "aligned", seed)]
+                        continue
+                    data = data or long_data(level, seed)
+                    long["runs"][key] = long_run(method, data, policy_name(pol, folder), cfg)
+                    save()
+                    r = long["runs"][key]
+                    print(
+                        f"seed {seed} nuisance {level:g} {pol:7s} {name:22s} AUROC "
+                        f"{r['auroc']:.3f} at {r['probes']} ({r['train_s']:.0f} s)",
+                        flush=True,
+                    )
+            save()
+
+
+def long_run(
+    method: Method, data: dict[str, tuple[np.ndarray, np.ndarray]], pol: str, cfg: Config
+) -> dict:
+    """One long-budget run: final probe AUROC, probes at ``LONG["probe_at"]``, timings."""
+    t0 = time.perf_counter()
+    common.seed(cfg.seed)
+    backbone = Backbone(method.backbone, in_chans=3, img_size=IMAGE_SIZE)
+    probes: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    if method.kind != "random":
+        head = method.head()
+        model = SSLModule(backbone, head, lr=cfg.lr)
+        clean = policy("minimal", IMAGE_SIZE, 3) if head.clean_view else None
+        composes = [policy(pol, IMAGE_SIZE, 3) for _ in range(head.num_views)]
+        dl = loader(*data["pretrain"], MultiView(composes, clean, seed=cfg.seed), cfg)
+        probe_cb = ProbeAt(LONG["probe_at"], data)
+        tr = common.cpu_trainer([probe_cb], max_steps=cfg.steps, max_epochs=-1)
+        tr.fit(model, train_dataloaders=dl)
+        probes = probe_cb.aurocs
+        backbone = model.backbone
+        metrics = {
+            k.replace("/", "_"): float(v)
+            for k, v in tr.callback_metrics.items()
+            if k.endswith(("loss_step", "embedding_std_step"))
+        }
+    t_train = time.perf_counter() - t0
+    auc = probe(backbone, data)
+    if method.kind != "random":
+        probes[str(cfg.steps)] = auc
+    return {
+        "method": method.name,
+        "family": method.family,
+        "auroc": auc,
+        "probes": probes,
+        "train_s": round(t_train, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+        **metrics,
+    }
+
+
+def _long_auc(long: dict, name: str, level: float, pol: str, seed: int, step: str | None):
+    r = long["runs"].get(long_key(name, level, pol, seed))
+    if r is None:
+        return None
+    return r["auroc"] if step is None or not r["probes"] else r["probes"].get(step)
+
+
+def _spread(values: list[float], fmt: str = ".3f") -> str:
+    if not values:
+        return "—"
+    med = float(np.median(values))
+    if len(values) == 1:
+        return f"{med:{fmt}} (1 seed)"
+    return f"{med:{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
+def long_table(long: dict) -> str:
+    """Final AUROC, median [min, max] over seeds: rows = methods, columns = level x policy."""
+    levels, seeds = sorted(LONG["levels"]), LONG["seeds"]
+    header = ["method", *(f"{lv:g} {p}" for lv in levels for p in ("al.", "α=0"))]
+    rows = []
+    for name in LONG["methods"]:
+        cells = []
+        for lv in levels:
+            for pol in POLICIES:
+                vals = [_long_auc(long, name, lv, pol, s, None) for s in seeds]
+                cells.append(_spread([v for v in vals if v is not None]))
+        rows.append([name, *cells])
+    return common.markdown_table(header, ["---", *["---:"] * (2 * len(levels))], rows)
+
+
+def long_gaps(long: dict, step: str | None) -> dict[str, list[float]]:
+    """Per policy, per seed: drop(reconstruction) - drop(joint-embedding), 0 -> max nuisance.
+
+    Positive = joint-embedding flatter (the paper's ordering). ``step`` None = final.
+    """
+    lo, hi = min(LONG["levels"]), max(LONG["levels"])
+    out: dict[str, list[float]] = {}
+    for pol in POLICIES:
+        out[pol] = []
+        for s in LONG["seeds"]:
+            v = [
+                _long_auc(long, n, lv, pol, s, step)
+                for n in (LONG_RECONSTRUCTION, LONG_JOINT)
+                for lv in (lo, hi)
+            ]
+            if None not in v:
+                out[pol].append((v[0] - v[1]) - (v[2] - v[3]))
+    return out
+
+
+def long_gap_table(long: dict) -> str:
+    """Paired per-seed gap drop(MR) - drop(VICReg) at each probe step, both policies."""
+    steps = [*(str(s) for s in LONG["probe_at"]), str(LONG["steps"])]
+    header = ["policy", *(f"step {s}" for s in steps), "per seed (final)"]
+    rows = []
+    for pol, tag in (("aligned", "aligned"), ("alpha0", "α = 0")):
+        cells = [
+            _spread(long_gaps(long, None if s == steps[-1] else s)[pol], "+.3f") for s in steps
+        ]
+        final = long_gaps(long, None)[pol]
+        rows.append([tag, *cells, ", ".join(f"{g:+.3f}" for g in final) or "—"])
+    return common.markdown_table(header, ["---", *["---:"] * (len(steps) + 1)], rows)
+
+
+def long_section(long: dict) -> str:
+    """The long-budget markdown section (template ``deep_nuisance_long``)."""
+    runs = long["runs"]
+    trained = [r for r in runs.values() if r["probes"]]
+    seconds = long.get("wall_s", 0.0)
+    expected = len(LONG["seeds"]) * len(LONG["levels"]) * len(POLICIES) * len(LONG["methods"])
+    energy = ", ".join(
+        f"{float(k):g} → {v['ratio']:.0f}x"
+        for k, v in sorted(long["energy"].items(), key=lambda kv: float(kv[0]))
+    )
+    return common.render(
+        "deep_nuisance_long",
+        LONG,
+        levels=", ".join(f"{lv:g}" for lv in LONG["levels"]),
+        seeds=len(LONG["seeds"]),
+        probe_at=", ".join(str(s) for s in LONG["probe_at"]),
+        epochs=f"{LONG['steps'] * LONG['batch_size'] / LONG['n_pretrain']:.0f}",
+        energy=energy,
+        table=long_table(long),
+        gap_table=long_gap_table(long),
+        done=len(runs),
+        expected=expected,
+        trained=len(trained),
+        minutes=f"{seconds / 60:.0f}",
+        reading=common.render("deep_nuisance_long_reading").rstrip("\n"),
+        command="python benchmarks/deep_nuisance.py --budget long",
+    )
+
+
+def write_long_section(json_path: Path, md: Path) -> None:
+    """Render the long-budget section from the JSON's ``"long"`` record into ``md``."""
+    long = load_long(json_path)
+    if not long["runs"]:
+        raise SystemExit(f"{json_path}: no long-budget runs; run with --budget long first")
+    common.write_section(md, long_section(long))
+    print(long_table(long))
+    print(long_gap_table(long))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 levels, few steps, small data")
+    p.add_argument(
+        "--budget",
+        choices=("default", "long"),
+        default="default",
+        help="long: MaskedReconstruction vs VICReg, 1500 steps, 3 seeds (~40 min, 2 idle cores)",
+    )
     p.add_argument("--levels", type=float, nargs="+", default=None)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")
     p.add_argument("--n-pretrain", type=int, default=None)
@@ -738,6 +1013,11 @@ def main(argv: list[str] | None = None) -> None:
     json_path = args.json or out / "deep_nuisance.json"
     img = args.img or out / "img" / "deep_nuisance.png"
     md = args.md or out / "benchmarks.md"
+    if args.budget == "long":
+        if not args.report_only:
+            run_long(json_path)
+        write_long_section(json_path, md)
+        return
     cfg = Config(
         levels=args.levels or ([0.0, 1.5] if quick else [0.0, 0.5, 1.0, 1.5]),
         steps=args.steps or (8 if quick else 64),
@@ -780,6 +1060,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         rel_img = img
     common.write_section(md, section_text(results, tab, cmd.strip(), rel_img, reading))
+    if "long" in results and not quick:
+        write_long_section(json_path, md)
     print(tab)
     print(f"done in {time.perf_counter() - t0:.0f} s -> {json_path}, {img}, {md}")
 

@@ -11,6 +11,13 @@ For every head, three implementations train on the same pre-made in-memory batch
 * ``lightly``: the same method assembled from the ``lightly`` package following its
   examples (SimCLR, BYOL, VICReg, Barlow Twins, MAE), in a plain PyTorch loop.
 
+A fourth measurement, ``backbone``, is the backbone alone at the same input: one forward
+over the head's augmented views, a dummy loss (mean square of the pooled features),
+backward, ``AdamW.step`` and ``zero_grad``. The "head cost" table divides each head's bare
+step by it: what the head adds on top of the network it trains (a denoising decoder that
+decoded 224 px for 64 px images showed as ~3x here). ``--head-cost`` measures only that
+table (bare and backbone, interleaved) and keeps the stored throughput table.
+
 Implementations are measured alternately (ours, bare, lightly, ours, bare, lightly, ...)
 for several rounds so that load changes on a shared machine hit all of them alike; each
 block discards its warm-up steps. Per step we record wall-clock and process CPU time;
@@ -22,6 +29,7 @@ docs/img/speed.png.
     python benchmarks/speed.py             # about 10 minutes
     python benchmarks/speed.py --heads SimCLR --rounds 1 --steps 1 --no-lightly --md /tmp/s.md
     python benchmarks/speed.py --report-only   # re-render the section from the JSON
+    python benchmarks/speed.py --head-cost --backbone resnet10t --in-chans 1 --batch-size 64
 """
 
 from __future__ import annotations
@@ -69,11 +77,19 @@ HEADS: dict[str, HeadSpec] = {
     "BarlowTwins": HeadSpec(lambda s: heads.BarlowTwins(), lightly="BarlowTwins"),
     "MAE": HeadSpec(lambda s: heads.MAE(), vit=True, lightly="MAE"),
     "MaskedReconstruction": HeadSpec(lambda s: heads.MaskedReconstruction()),
-    "DenoisingAutoencoder": HeadSpec(lambda s: heads.DenoisingAutoencoder(image_size=s)),
+    # Sized from the data as SSLModule.setup does (configure_image_size), not by hand.
+    "DenoisingAutoencoder": HeadSpec(lambda s: heads.DenoisingAutoencoder()),
     "LatentPrediction": HeadSpec(lambda s: heads.LatentPrediction()),
     "Hybrid": HeadSpec(lambda s: heads.Hybrid(heads.MaskedReconstruction(), heads.VICReg())),
 }
 QUICK_HEADS = ("SimCLR", "BYOL", "VICReg", "BarlowTwins")
+# Head-cost reference rows (``--head-cost`` only): the decoder the old default built.
+REFERENCE_HEADS: dict[str, HeadSpec] = {
+    "DenoisingAutoencoder, 224 px decoder (old default)": HeadSpec(
+        lambda s: heads.DenoisingAutoencoder(image_size=224)
+    ),
+}
+ALL_HEADS = {**HEADS, **REFERENCE_HEADS}
 
 
 @dataclass
@@ -131,6 +147,16 @@ def _num_views(head: heads.SSLHead) -> int:
     return head.num_views + int(head.clean_view)
 
 
+def make_head(spec: HeadSpec, cfg: Config) -> heads.SSLHead:
+    """The head of ``spec`` for ``cfg``'s images (sized as ``SSLModule.setup`` sizes it)."""
+    return spec.make(cfg.image_size)
+
+
+def size_for_data(head: heads.SSLHead, cfg: Config) -> None:
+    """What ``SSLModule.setup`` does with a datamodule of ``cfg.image_size`` px images."""
+    head.configure_image_size(cfg.image_size)
+
+
 # ----------------------------------------------------------------------------- runners
 class Runner:
     """One implementation of one method; ``run`` trains a block of steps and times them."""
@@ -149,9 +175,10 @@ class OursRunner(Runner):
 
     def __init__(self, spec: HeadSpec, cfg: Config, precision: str) -> None:
         self.module = SSLModule(
-            cfg.make_backbone(spec.vit), head=spec.make(cfg.image_size), lr=LR,
+            cfg.make_backbone(spec.vit), head=make_head(spec, cfg), lr=LR,
             weight_decay=WEIGHT_DECAY,
         )  # fmt: skip
+        size_for_data(self.module.head, cfg)  # no datamodule here to do it in setup
         self.batches = cfg.batches(_num_views(self.module.head))
         self.precision = precision
 
@@ -175,9 +202,10 @@ class BareRunner(Runner):
 
     def __init__(self, spec: HeadSpec, cfg: Config, precision: str) -> None:
         self.backbone = cfg.make_backbone(spec.vit)
-        self.head = spec.make(cfg.image_size)
+        self.head = make_head(spec, cfg)
         self.head.check_backbone(self.backbone)
         self.head.build(self.backbone)
+        size_for_data(self.head, cfg)
         self.backbone.train()
         self.head.train()
         params = list(self.backbone.named_parameters()) + list(self.head.named_parameters())
@@ -200,6 +228,35 @@ class BareRunner(Runner):
             opt.zero_grad(set_to_none=True)
             self.done += 1
             head.on_optimizer_step(backbone, min(1.0, self.done / 10_000))
+        stamps.append(common.clock())
+        return common.durations(stamps, steps)
+
+
+class BackboneRunner(Runner):
+    """The backbone alone at the head's input: forward over its views, backward, step."""
+
+    name = "backbone"
+
+    def __init__(self, spec: HeadSpec, cfg: Config, precision: str) -> None:
+        self.backbone = cfg.make_backbone(spec.vit)
+        self.backbone.train()
+        head = make_head(spec, cfg)
+        params = list(self.backbone.named_parameters())
+        no_decay = set(getattr(self.backbone.model, "no_weight_decay", set)())
+        self.opt = torch.optim.AdamW(decay_groups(params, WEIGHT_DECAY, no_decay), lr=LR)
+        self.batches = cfg.batches(head.num_views)  # the augmented views it encodes
+        self.autocast = precision.startswith("bf16")
+
+    def run(self, warmup: int, steps: int) -> list[common.Sample]:  # noqa: D102
+        stamps = []
+        gc.collect()  # as before ours' timed steps
+        for views, _labels in common.CycleBatches(self.batches, warmup + steps):
+            stamps.append(common.clock())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss = self.backbone(torch.cat(views)).float().square().mean()
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
         stamps.append(common.clock())
         return common.durations(stamps, steps)
 
@@ -375,14 +432,14 @@ class Result:
         """Median step time (seconds) over all timed steps of all rounds."""
         return statistics.median(s[int(cpu)] for block in self.samples[impl] for s in block)
 
-    def ratio(self, impl: str, cpu: bool = False) -> float:
-        """Throughput of ours relative to ``impl`` (> 1: ours is faster)."""
-        return self.median(impl, cpu) / self.median("ours", cpu)
+    def ratio(self, impl: str, cpu: bool = False, base: str = "ours") -> float:
+        """Throughput of ``base`` relative to ``impl`` (> 1: ``base`` is faster)."""
+        return self.median(impl, cpu) / self.median(base, cpu)
 
-    def round_ratios(self, impl: str, cpu: bool = False) -> list[float]:
-        """Per-round paired throughput ratios ours/``impl`` (the spread of the estimate)."""
+    def round_ratios(self, impl: str, cpu: bool = False, base: str = "ours") -> list[float]:
+        """Per-round paired throughput ratios ``base``/``impl`` (the spread of the estimate)."""
         out = []
-        for ours, other in zip(self.samples["ours"], self.samples[impl], strict=True):
+        for ours, other in zip(self.samples[base], self.samples[impl], strict=True):
             out.append(
                 statistics.median(s[int(cpu)] for s in other)
                 / statistics.median(s[int(cpu)] for s in ours)
@@ -392,10 +449,12 @@ class Result:
 
 def measure_head(name: str, cfg: Config, args: argparse.Namespace, use_lightly: bool) -> Result:
     """Build the implementations of one head and time them alternately."""
-    spec = HEADS[name]
-    kinds: list[type[Runner]] = [OursRunner, BareRunner]
-    if use_lightly and spec.lightly:
-        kinds.append(LightlyRunner)
+    spec = ALL_HEADS[name]
+    kinds: list[type[Runner]] = [BareRunner, BackboneRunner]
+    if not args.head_cost:
+        kinds.insert(0, OursRunner)
+        if use_lightly and spec.lightly:
+            kinds.append(LightlyRunner)
     runners = [kind(spec, cfg, args.precision) for kind in kinds]
     samples: dict[str, list[list[common.Sample]]] = {r.name: [] for r in runners}
     for r in runners:  # untimed warm-up block (allocator, first AdamW state, lazy init)
@@ -435,6 +494,39 @@ def summary(result: Result, batch_size: int) -> dict:
         "ratios": ratios,
         "overhead_ms": 1000 * (result.median("ours", cpu=True) - result.median("bare", cpu=True)),
     }
+
+
+def head_cost(result: Result, batch_size: int) -> dict:
+    """One head's bare step over the backbone-alone step (wall, its IQR, CPU) and images/s."""
+    rr = sorted(result.round_ratios("bare", base="backbone"))  # bare / backbone step times
+    return {
+        "head": result.head,
+        "bare_ips": batch_size / result.median("bare"),
+        "backbone_ips": batch_size / result.median("backbone"),
+        "wall": result.median("bare") / result.median("backbone"),
+        "lo": rr[len(rr) // 4],
+        "hi": rr[-1 - len(rr) // 4],
+        "cpu": result.median("bare", cpu=True) / result.median("backbone", cpu=True),
+    }
+
+
+def head_cost_table(cost: dict | None) -> str:
+    """Markdown table of the head-cost rows (or a line saying it was not measured)."""
+    if not cost:
+        return "(not measured yet: `python benchmarks/speed.py --head-cost`)"
+    header = ["head", "head step img/s", "backbone step img/s", "step / backbone (wall)",
+              "step / backbone (CPU)"]  # fmt: skip
+    cells = [
+        [
+            r["head"],
+            f"{r['bare_ips']:.1f}",
+            f"{r['backbone_ips']:.1f}",
+            f"{r['wall']:.2f} ({r['lo']:.2f}–{r['hi']:.2f})",
+            f"{r['cpu']:.2f}",
+        ]
+        for r in cost["rows"]
+    ]
+    return common.markdown_table(header, ["---", *["---:"] * 4], cells)
 
 
 def table(rows: list[dict]) -> str:
@@ -498,11 +590,27 @@ MALLOC = {
 }
 
 
+def head_cost_note(cost: dict | None) -> str:
+    """The settings line of the head-cost table."""
+    if not cost:
+        return "not measured yet"
+    return (
+        f"`{cost['command']}` ({cost['elapsed_s'] / 60:.1f} min): `{cost['backbone']}` "
+        f"(`{cost['vit_backbone']}` for MAE), {cost['image_size']} px, {cost['in_chans']} "
+        f"channel(s), batch {cost['batch_size']}, precision `{cost['precision']}`, "
+        f"{cost['threads']} torch thread(s), {cost['rounds']} interleaved rounds x "
+        f"{cost['steps']} timed steps; machine: {cost['machine']}"
+    )
+
+
 def section_text(results: dict) -> str:
     """The markdown section for docs/benchmarks.md, from the stored numbers."""
+    cost = results.get("head_cost")
     return common.render(
         "speed",
         results,
+        head_cost_table=head_cost_table(cost),
+        head_cost_note=head_cost_note(cost),
         lightly=results["lightly"] or "(not installed)",
         lr=f"{results['lr']:g}",
         weight_decay=f"{results['weight_decay']:g}",
@@ -517,7 +625,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (``--quick`` shrinks rounds and heads)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="joint-embedding heads, 3 rounds")
-    p.add_argument("--heads", nargs="+", choices=list(HEADS), help="default: all")
+    p.add_argument("--heads", nargs="+", choices=list(ALL_HEADS), help="default: all")
+    p.add_argument(
+        "--head-cost",
+        action="store_true",
+        help="measure only each head's step over the backbone-alone step (keeps the rest)",
+    )
+    p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--vit-backbone", default="vit_tiny_patch16_224")
     p.add_argument("--image-size", type=int, default=64)
@@ -533,7 +647,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     common.add_output_options(p, "speed")
     args = common.parse_output_options(p, argv, "speed")
-    args.heads = args.heads or list(QUICK_HEADS if args.quick else HEADS)
+    default = list(ALL_HEADS) if args.head_cost else list(QUICK_HEADS if args.quick else HEADS)
+    args.heads = args.heads or default
     args.rounds = args.rounds or (3 if args.quick else 6)
     args.steps = args.steps or (2 if args.quick else 3)
     return args
@@ -544,12 +659,30 @@ def measure_all(args: argparse.Namespace, argv: list[str] | None) -> dict:
     torch.set_num_threads(args.threads)
     malloc_tuned = not args.default_malloc and tune_malloc()
     common.quiet()
-    cfg = Config(args.backbone, args.vit_backbone, args.image_size, args.batch_size)
+    cfg = Config(args.backbone, args.vit_backbone, args.image_size, args.batch_size, args.in_chans)
     use_lightly = not args.no_lightly and common.lightly_version() is not None
     if not args.no_lightly and not use_lightly:
         print(f"lightly not installed (pip install '{LIGHTLY_REQUIREMENT}'): skipping it")
     t0 = time.perf_counter()
     results = [measure_head(name, cfg, args, use_lightly) for name in args.heads]
+    cost = {
+        "command": common.command("speed", argv),
+        "elapsed_s": time.perf_counter() - t0,
+        "precision": args.precision,
+        "backbone": cfg.backbone,
+        "vit_backbone": cfg.vit_backbone,
+        "image_size": cfg.image_size,
+        "in_chans": cfg.in_chans,
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "machine": common.machine_note(),
+        "rows": [head_cost(r, cfg.batch_size) for r in results],
+    }
+    if args.head_cost:  # the stored throughput table stays as it was measured
+        stored = common.load_json(args.json) if args.json.is_file() else {}
+        return {**stored, "head_cost": cost}
     return {
         "command": common.command("speed", argv),
         "elapsed_s": time.perf_counter() - t0,
@@ -568,7 +701,8 @@ def measure_all(args: argparse.Namespace, argv: list[str] | None) -> dict:
         "malloc_tuned": malloc_tuned,
         "machine": common.machine_note(),
         "img": str(Path("img") / args.img.name),
-        "rows": [summary(r, cfg.batch_size) for r in results],
+        "rows": [summary(r, cfg.batch_size) for r in results if r.head in HEADS],
+        "head_cost": cost,
     }
 
 
@@ -576,9 +710,11 @@ def main(argv: list[str] | None = None) -> None:
     """Measure every requested head (unless ``--report-only``), write the table and chart."""
     args = parse_args(argv)
     results = common.load_json(args.json) if args.report_only else measure_all(args, argv)
-    print(table(results["rows"]))
-    print(f"done in {results['elapsed_s'] / 60:.1f} min")
-    common.publish(args, results, lambda: section_text(results), lambda: plot(results, args.img))
+    print(table(results["rows"]) if "rows" in results else "(no throughput table stored)")
+    print(head_cost_table(results.get("head_cost")))
+    print(f"done in {results.get('head_cost', results)['elapsed_s'] / 60:.1f} min")
+    draw = None if args.head_cost else (lambda: plot(results, args.img))  # keep the stored chart
+    common.publish(args, results, lambda: section_text(results), draw)
 
 
 if __name__ == "__main__":

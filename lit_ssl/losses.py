@@ -1,7 +1,9 @@
 """Every SSL loss as a small pure function, computed in float32 and DDP-aware.
 
 Joint-embedding losses (``info_nce``, ``negative_cosine``, ``byol``, ``vicreg``,
-``barlow_twins``) follow their paper's definition; batch statistics and negatives are taken
+``barlow_twins``) follow their paper's definition (VICReg and Barlow Twins: the papers'
+Algorithm 1; ``convention="released"`` gives the authors' released code, whose
+hyperparameters differ, see :data:`Convention`); batch statistics and negatives are taken
 over all DDP ranks (see ``lit_ssl.distributed.gather``). Reconstruction and latent losses
 (``mae_loss``, ``masked_pixel_loss``, ``denoising_loss``, ``masked_latent_loss``) are local
 means (every rank holds a full copy of the model; Lightning averages the gradients).
@@ -22,7 +24,9 @@ from torch import Tensor
 from lit_ssl.distributed import gather, rank
 
 __all__ = [
+    "CONVENTIONS",
     "NORM_PIX_EPS",
+    "Convention",
     "barlow_twins",
     "byol",
     "denoising_loss",
@@ -39,6 +43,32 @@ __all__ = [
 ]
 
 NORM_PIX_EPS = 1e-6
+BARLOW_BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps (the released Barlow Twins code)
+
+Convention = Literal["paper", "released"]
+"""Which formula of VICReg / Barlow Twins to compute (the default numbers are ``"paper"``).
+
+``"paper"``: the papers' Algorithm 1. ``"released"``: the authors' released training code,
+where hyperparameters copied from their repositories were tuned:
+
+* VICReg (https://arxiv.org/abs/2105.04906 Algorithm 1 vs ``VICReg.forward`` in
+  https://github.com/facebookresearch/vicreg/blob/main/main_vicreg.py): the released code
+  halves the variance term, ``std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 -
+  std_y)) / 2``, where Algorithm 1 sums the two branches; so the same ``var_weight``
+  (mu = 25) weighs the variance half as much there. Invariance and covariance are the same
+  in both (the covariance divided by ``(N - 1)`` and its squared off-diagonal sum by the
+  dimension ``D``; ``N`` the global batch, statistics over all GPUs).
+* Barlow Twins (https://arxiv.org/abs/2103.03230 Algorithm 1 vs ``BarlowTwins.forward`` in
+  https://github.com/facebookresearch/barlowtwins/blob/main/main.py): Algorithm 1
+  standardises each dimension with ``z.std(0)`` (the unbiased std), the released code with
+  ``BatchNorm1d(affine=False)`` in training mode (synchronised over GPUs), i.e. the biased
+  variance plus ``eps = 1e-5``: ``(z - mean) / sqrt(var_biased + 1e-5)``. With
+  ``C = z1n' z2n / N`` the diagonal of identical views is ``(N - 1) / N`` with the paper's
+  standardisation and ``~1`` with the released one, so the paper's on-diagonal term keeps
+  a floor of ``D / N^2`` (8 at N = 16, D = 2048). The released default ``lambd`` is 0.0051
+  (the paper's 5e-3 here).
+"""
+CONVENTIONS: tuple[str, ...] = ("paper", "released")
 
 
 def float32_loss(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -172,6 +202,11 @@ def _off_diagonal_sq_sum(a: Tensor, b: Tensor) -> Tensor:
     return ((a @ a.T) * (b @ b.T)).sum() - diagonal.pow(2).sum()
 
 
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
+
+
 def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
     """VICReg's v(Z) and c(Z) on the batch gathered over all ranks."""
     z = gather(z)
@@ -186,7 +221,7 @@ def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
 
 
 @float32_loss
-def vicreg_terms(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+def vicreg_terms(z1: Tensor, z2: Tensor, convention: Convention = "paper") -> dict[str, Tensor]:
     """Unweighted VICReg terms: invariance, variance and covariance (both branches summed).
 
     Bardes et al. 2022, Algorithm 1: https://arxiv.org/abs/2105.04906. ``vicreg`` is
@@ -195,10 +230,12 @@ def vicreg_terms(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
     Args:
         z1: embeddings of the first views, ``(B, D)``.
         z2: embeddings of the second views, ``(B, D)``.
+        convention: ``"paper"`` (Algorithm 1) or ``"released"`` (the authors' code: the
+            variance term halved, ``(v(z1) + v(z2)) / 2``); see :data:`Convention`.
 
     Returns:
         ``{"invariance": mse(z1, z2), "variance": v(z1) + v(z2), "covariance": c(z1) +
-        c(z2)}``.
+        c(z2)}`` (``"released"``: the variance halved).
 
     Example:
         >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
@@ -206,9 +243,11 @@ def vicreg_terms(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
         {'invariance': 0.0, 'variance': 0.99, 'covariance': 0.0}
     """
     _check_pair(z1, z2)
+    _check_convention(convention)
     v1, c1 = _variance_covariance(z1)
     v2, c2 = _variance_covariance(z2)
-    return {"invariance": F.mse_loss(z1, z2), "variance": v1 + v2, "covariance": c1 + c2}
+    variance = (v1 + v2) / 2 if convention == "released" else v1 + v2
+    return {"invariance": F.mse_loss(z1, z2), "variance": variance, "covariance": c1 + c2}
 
 
 def vicreg_weighted(
@@ -237,6 +276,7 @@ def vicreg(
     sim_weight: float = 25.0,
     var_weight: float = 25.0,
     cov_weight: float = 1.0,
+    convention: Convention = "paper",
 ) -> Tensor:
     """VICReg loss as in Bardes et al. 2022, Algorithm 1.
 
@@ -246,6 +286,8 @@ def vicreg(
     with ``mse`` averaged over batch and dimensions, ``v(Z) = mean_j relu(1 - sqrt(Var(z_j)
     + 1e-4))`` and ``c(Z) = sum_{i != j} Cov(Z)_ij^2 / d`` (unbiased covariance).
     Variance and covariance use the batch gathered over all ranks.
+    ``convention="released"``: the authors' code, whose variance term is half of this
+    (:data:`Convention`; use it with hyperparameters copied from their repository).
 
     Args:
         z1: embeddings of the first views, ``(B, D)``.
@@ -253,29 +295,36 @@ def vicreg(
         sim_weight: invariance weight (lambda).
         var_weight: variance weight (mu).
         cov_weight: covariance weight (nu).
+        convention: ``"paper"`` or ``"released"``.
 
     Example:
         >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # second dimension collapsed
         >>> vicreg(z, z)  # 25 * 2 * mean(0, 1 - sqrt(0 + 1e-4))
         tensor(24.7500)
     """
-    return vicreg_weighted(vicreg_terms(z1, z2), sim_weight, var_weight, cov_weight)
+    terms = vicreg_terms(z1, z2, convention=convention)
+    return vicreg_weighted(terms, sim_weight, var_weight, cov_weight)
 
 
 @float32_loss
-def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
+def barlow_twins(
+    z1: Tensor, z2: Tensor, lambd: float = 5e-3, convention: Convention = "paper"
+) -> Tensor:
     """Barlow Twins loss (Zbontar et al. 2021, Eq. 1 and Algorithm 1).
 
     Paper: https://arxiv.org/abs/2103.03230
 
     Each dimension is standardised over the batch (global over ranks, unbiased std as in
     the paper's pseudo-code), ``C = z1n' z2n / N`` and the loss is
-    ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2``.
+    ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2``. ``convention="released"``
+    standardises as the authors' code does (``BatchNorm1d(affine=False)``: biased variance
+    plus 1e-5), see :data:`Convention`.
 
     Args:
         z1: embeddings of the first views, ``(B, D)``.
         z2: embeddings of the second views, ``(B, D)``.
         lambd: weight of the off-diagonal (redundancy reduction) term.
+        convention: ``"paper"`` or ``"released"``.
 
     Example:
         >>> z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # two identical dimensions
@@ -283,15 +332,23 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
         tensor(1.)
     """
     _check_pair(z1, z2)
+    _check_convention(convention)
     g1, g2 = gather(z1), gather(z2)
     n = g1.shape[0]
     if n < 2:
         raise ValueError("Barlow Twins needs at least 2 samples in the (global) batch.")
-    z1n = (g1 - g1.mean(dim=0)) / g1.std(dim=0)
-    z2n = (g2 - g2.mean(dim=0)) / g2.std(dim=0)
+    z1n, z2n = _standardise(g1, convention), _standardise(g2, convention)
     c_diagonal = (z1n * z2n).sum(dim=0) / n  # diagonal of C = z1n' z2n / N
     on_diag = (1.0 - c_diagonal).pow(2).sum()
     return on_diag + lambd * _off_diagonal_sq_sum(z1n, z2n) / n**2
+
+
+def _standardise(z: Tensor, convention: Convention) -> Tensor:
+    """Each dimension to zero mean, unit std over the batch (Barlow Twins' two spellings)."""
+    centred = z - z.mean(dim=0)
+    if convention == "released":  # BatchNorm1d(affine=False) in training mode
+        return centred / (z.var(dim=0, unbiased=False) + BARLOW_BN_EPS).sqrt()
+    return centred / z.std(dim=0)
 
 
 # ----------------------------------------------------------------- reconstruction losses

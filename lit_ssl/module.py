@@ -50,6 +50,16 @@ def _host_scalar(value: float | Tensor) -> Tensor:
     return value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
 
+def _image_size_of(datamodule: Any) -> int | None:
+    """The side of the images a datamodule yields: its ``image_size`` hyperparameter or
+    attribute (``FactoryDataModule``'s), else ``None``."""
+    if datamodule is None:
+        return None
+    size = getattr(datamodule, "hparams", {}).get("image_size")
+    size = size if size is not None else getattr(datamodule, "image_size", None)
+    return size if isinstance(size, int) else None
+
+
 class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
     """Self-supervised pretraining of a timm backbone with an interchangeable head.
 
@@ -286,12 +296,18 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         return max(1, int(total))
 
     def setup(self, stage: str) -> None:
-        """Deprecated: tell a DataModule of your own the views through ``configure_views``.
+        """Size the head for the data; tell a DataModule of your own the views (deprecated).
+
+        Heads whose modules depend on the input side (``DenoisingAutoencoder``) are sized
+        from the datamodule's ``image_size`` here, before the optimizer and any checkpoint
+        are loaded; the size is recorded in the ``head`` hyperparameters.
 
         ``FactoryDataModule`` reads :attr:`view_spec` in its own ``setup``; other DataModules
         with a ``configure_views`` method are still called, once more, with a warning.
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        self.head.configure_image_size(_image_size_of(datamodule))
+        self.hparams["head"] = describe_head(self.head)
         if datamodule is None or isinstance(datamodule, FactoryDataModule):
             return
         if hasattr(datamodule, "configure_views"):

@@ -198,3 +198,59 @@ def test_non_square_images_on_dynamic_size_vit(head: str) -> None:
     output.loss.backward()
     assert torch.isfinite(output.loss)
     assert output.reconstructions.reconstruction.shape == (2, 1, 32, 64)
+
+
+def test_denoising_decoder_sized_from_the_data_and_kept_by_checkpoints(
+    tiny_factory_data, tmp_path, monkeypatch
+) -> None:
+    """No image_size anywhere but the datamodule's 32 px: the decoder decodes 32 px."""
+    import lightning as L
+
+    from lit_ssl.data import FactoryDataModule
+
+    module = SSLModule("test_resnet", DenoisingAutoencoder(decoder_channels=16), in_chans=1)
+    assert module.head.decoder is None  # not built for a guessed 224 px
+    data = FactoryDataModule(
+        str(tiny_factory_data), image_size=32, in_chans=1, batch_size=8, policy="minimal"
+    )
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    head = module.head
+    assert head.output_size == 32 and head.layout == (4, 3)
+    assert module.hparams.head["init_args"]["image_size"] == 32
+
+    def no_resize(*args, **kwargs):
+        raise AssertionError("the decoder output was resized")
+
+    x = torch.rand(2, 1, 32, 32)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "interpolate", no_resize)
+        output = head(module.backbone, [x, x], return_reconstructions=True)
+    assert output.reconstructions.reconstruction.shape == (2, 1, 32, 32)
+
+    path = tmp_path / "dae.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = SSLModule.load_from_checkpoint(path)
+    assert loaded.head.output_size == 32
+    key = "head.decoder.0.weight"
+    assert torch.equal(loaded.state_dict()[key], module.state_dict()[key])
+    fresh = SSLModule("test_resnet", DenoisingAutoencoder(decoder_channels=16), in_chans=1)
+    fresh.load_state_dict(module.state_dict())  # a lazily sized decoder exists before loading
+    assert fresh.head.output_size == 32
+
+
+def test_denoising_decoder_layouts_and_unsized_forward() -> None:
+    sides = {n: DenoisingAutoencoder.decoder_layout(n) for n in (32, 48, 64, 224, 72)}
+    assert sides == {32: (4, 3), 48: (3, 4), 64: (4, 4), 224: (7, 5), 72: (5, 4)}
+    head = DenoisingAutoencoder(decoder_channels=16)
+    backbone = Backbone("test_resnet", in_chans=1)
+    head.build(backbone)
+    x = torch.rand(2, 1, 48, 48)
+    with pytest.raises(RuntimeError, match="image_size"):
+        head(backbone, [x, x])
+    head.configure_image_size(48)
+    assert head(backbone, [x, x]).loss.isfinite()
+    assert head.output_size == 48 and head._init_args["image_size"] == 48

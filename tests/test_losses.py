@@ -57,6 +57,30 @@ def ref_barlow(z_a, z_b, lambd=5e-3):
     return c_diff.sum()
 
 
+def ref_vicreg_released(x, y, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
+    """VICReg.forward of facebookresearch/vicreg main_vicreg.py (one GPU), in float64."""
+    x, y = x.double(), y.double()
+    batch_size, num_features = x.shape
+    repr_loss = F.mse_loss(x, y)
+    x, y = x - x.mean(dim=0), y - y.mean(dim=0)
+    std_x, std_y = torch.sqrt(x.var(dim=0) + 0.0001), torch.sqrt(y.var(dim=0) + 0.0001)
+    std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+    cov_x, cov_y = (x.T @ x) / (batch_size - 1), (y.T @ y) / (batch_size - 1)
+    off = ~torch.eye(num_features, dtype=torch.bool)
+    cov_loss = cov_x[off].pow(2).sum() / num_features + cov_y[off].pow(2).sum() / num_features
+    return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
+
+
+def ref_barlow_released(z1, z2, lambd=5e-3):
+    """BarlowTwins.forward of facebookresearch/barlowtwins main.py: BatchNorm1d(affine=False)
+    in training mode (biased variance, eps 1e-5), ``c / batch_size`` (one GPU)."""
+    bn = torch.nn.BatchNorm1d(z1.shape[1], affine=False).double().train()
+    c = bn(z1.double()).T @ bn(z2.double()) / z1.shape[0]
+    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
+    off = ~torch.eye(c.shape[0], dtype=torch.bool)
+    return on_diag + lambd * c[off].pow(2).sum()
+
+
 # ----------------------------------------------------------------- info_nce
 
 
@@ -381,3 +405,46 @@ def test_heads_compute_their_losses_with_the_loss_functions():
         t1, t2 = byol.teacher(torch.cat(views)).chunk(2)
     old = 4.0 + 2.0 * (losses.negative_cosine(p1, t2) + losses.negative_cosine(p2, t1))
     torch.testing.assert_close(output.loss, old)
+
+
+# ----------------------------------------------------------------- released-code conventions
+FIXED = torch.tensor([[0.0, 1.0, 0.2], [2.0, -1.0, 0.1], [1.0, 3.0, 0.0], [-1.0, 0.0, 0.3]])
+FIXED_2 = torch.tensor([[0.5, 1.0, 0.0], [1.5, -2.0, 0.2], [1.0, 2.0, 0.1], [-2.0, 0.5, 0.2]])
+
+
+@pytest.mark.parametrize("convention", ["paper", "released"])
+def test_vicreg_conventions_match_their_formulas(convention):
+    reference = ref_vicreg if convention == "paper" else ref_vicreg_released
+    loss = losses.vicreg(FIXED, FIXED_2, 2.0, 3.0, 4.0, convention=convention)
+    torch.testing.assert_close(loss.double(), reference(FIXED, FIXED_2, 2.0, 3.0, 4.0))
+    paper, released = (losses.vicreg_terms(FIXED, FIXED_2, c) for c in ("paper", "released"))
+    assert released["variance"] == pytest.approx(paper["variance"] / 2)  # the one difference
+    assert released["variance"] > 0  # the third dimension is under the std hinge
+
+
+@pytest.mark.parametrize("convention", ["paper", "released"])
+def test_barlow_twins_conventions_match_their_formulas(convention):
+    reference = ref_barlow if convention == "paper" else ref_barlow_released
+    loss = losses.barlow_twins(FIXED, FIXED_2, lambd=0.1, convention=convention)
+    torch.testing.assert_close(loss.double(), reference(FIXED, FIXED_2, 0.1))
+    other = losses.barlow_twins(
+        FIXED, FIXED_2, 0.1, "released" if convention == "paper" else "paper"
+    )
+    assert not torch.allclose(loss, other)
+
+
+def test_heads_reach_the_convention_and_refuse_unknown_ones():
+    from lit_ssl.heads import BarlowTwins, VICReg
+    from lit_ssl.heads.base import describe_head
+
+    loss, _ = VICReg(convention="released").loss_terms(FIXED, FIXED_2)
+    torch.testing.assert_close(loss, losses.vicreg(FIXED, FIXED_2, convention="released"))
+    loss, _ = BarlowTwins(convention="released").loss_terms(FIXED, FIXED_2)
+    torch.testing.assert_close(loss, losses.barlow_twins(FIXED, FIXED_2, convention="released"))
+    assert VICReg().convention == BarlowTwins().convention == "paper"  # default numbers kept
+    assert describe_head(VICReg(convention="released"))["init_args"]["convention"] == "released"
+    for make in (VICReg, BarlowTwins):
+        with pytest.raises(ValueError, match="convention"):
+            make(convention="code")
+    with pytest.raises(ValueError, match="convention"):
+        losses.vicreg(FIXED, FIXED_2, convention="Paper")

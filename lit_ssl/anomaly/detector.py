@@ -5,24 +5,37 @@ Fit builds a memory bank of locally aggregated patch features of the good traini
 distance to the nearest good patch: an anomaly map upsampled to the input and an image score
 (the map's maximum). The decision threshold is chosen on the validation split's good images
 at a target false-alarm rate, never on test.
+
+Test reports image AUROC/AP and, where the data has masks, pixel AUROC and AUPRO
+(``lit_ssl.anomaly.aupro``), and saves figures into ``<run>/figures`` when the trainer has a
+logger; predict writes ``predictions.csv`` and map PNGs (``lit_ssl.anomaly.predictions``);
+``to_onnx`` exports the bank inside the graph (``lit_ssl.anomaly.export``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import lightning as L
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryROC
 
 from lit_ssl import checkpoints
-from lit_ssl.anomaly.memory_bank import greedy_coreset, nearest_distances
+from lit_ssl.anomaly.aupro import AUPRO
+from lit_ssl.anomaly.memory_bank import greedy_coreset
+from lit_ssl.anomaly.scoring import anomaly_maps, patch_features
 from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.data.batch import as_batch
 from lit_ssl.distributed import gather_rows
 
 __all__ = ["AnomalyDetector", "false_alarm_threshold"]
+
+FIGURE_IMAGES = 6  # worst and best test images shown in the figures
 
 
 def false_alarm_threshold(good_scores: Tensor, rate: float) -> Tensor:
@@ -35,6 +48,13 @@ def false_alarm_threshold(good_scores: Tensor, rate: float) -> Tensor:
     ordered = good_scores.float().sort(descending=True).values
     allowed = int(rate * ordered.numel())  # images that may be flagged
     return ordered[min(allowed, ordered.numel() - 1)]
+
+
+def _keep_top(kept: tuple[Tensor, ...], new: tuple[Tensor, ...], k: int) -> tuple[Tensor, ...]:
+    """The ``k`` rows of ``kept + new`` with the largest first field (batched, on the device)."""
+    merged = [torch.cat([a, b]) for a, b in zip(kept, new, strict=True)]
+    order = merged[0].topk(min(k, merged[0].numel())).indices
+    return tuple(m[order] for m in merged)
 
 
 class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
@@ -51,6 +71,10 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         neighbourhood: side of the local average over each feature map (3 in PatchCore).
         coreset_fraction: share of the good patch features kept in the bank.
         false_alarm_rate: share of good validation images the threshold may flag.
+        save_figures: at test end, write anomaly-map overlays of the worst and best test
+            images and the ROC curve into ``<run>/figures`` (when the trainer has a logger).
+        write_predictions: ``trainer.predict`` writes ``predictions.csv`` and the flagged
+            images' map PNGs into the run folder (``AnomalyPredictionWriter``).
 
     Example:
         >>> detector = AnomalyDetector("test_resnet", coreset_fraction=0.5)
@@ -72,6 +96,8 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         neighbourhood: int = 3,
         coreset_fraction: float = 0.1,
         false_alarm_rate: float = 0.01,
+        save_figures: bool = True,
+        write_predictions: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < false_alarm_rate < 1.0:
@@ -84,32 +110,29 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.automatic_optimization = False
         self.register_buffer("memory_bank", torch.zeros(0))
         self.register_buffer("threshold", torch.tensor(float("inf")))
+        self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))  # (H, W) of fit
+        self._seen_size: tuple[int, int] | None = None
         self._good: list[Tensor] = []
         self._val: list[tuple[Tensor, Tensor]] = []
         self.image_auroc = BinaryAUROC()
         self.image_ap = BinaryAveragePrecision()
+        self.image_roc = BinaryROC()
         self.pixel_auroc = BinaryAUROC()
+        self.aupro = AUPRO(max_fpr=0.3)
+        self._shown: dict[str, tuple[Tensor, ...]] = {}
 
     # ------------------------------------------------------------------ features
     def patch_features(self, images: Tensor) -> Tensor:
         """Locally aggregated patch features ``(B, C, h, w)`` of the chosen stages."""
-        model = self.backbone.model
-        maps = model.forward_intermediates(
-            self.backbone.normalize(images),
-            indices=list(self.hparams.layers),
-            intermediates_only=True,
-            output_fmt="NCHW",
-        )
-        k = self.hparams.neighbourhood
-        maps = [F.avg_pool2d(m.float(), k, stride=1, padding=k // 2) for m in maps]
-        size = maps[0].shape[-2:]
-        maps = [
-            m if m.shape[-2:] == size else F.interpolate(m, size, mode="bilinear") for m in maps
-        ]
-        return torch.cat(maps, dim=1)
+        hp = self.hparams
+        return patch_features(self.backbone, images, hp.layers, hp.neighbourhood)
 
     def add_good(self, images: Tensor) -> None:
         """Add good images' patch features to the (not yet subsampled) bank."""
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        if size != self._seen_size:  # host-side shapes only: no device sync
+            self._seen_size = size
+            self.input_size.copy_(torch.tensor(size))
         with torch.no_grad():
             features = self.patch_features(images)
         self._good.append(features.permute(0, 2, 3, 1).flatten(0, 2))
@@ -125,12 +148,15 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(anomaly_map (B, 1, H, W), score (B,))`` of float images in [0, 1]."""
-        features = self.patch_features(images)
-        b, c, h, w = features.shape
-        distances = nearest_distances(features.permute(0, 2, 3, 1).reshape(-1, c), self.memory_bank)
-        patch_map = distances.reshape(b, 1, h, w)
-        anomaly_map = F.interpolate(patch_map, images.shape[-2:], mode="bilinear")
-        return anomaly_map, patch_map.flatten(1).amax(1)
+        hp = self.hparams
+        return anomaly_maps(self.backbone, self.memory_bank, images, hp.layers, hp.neighbourhood)
+
+    def _require_bank(self) -> None:
+        if self.memory_bank.numel() == 0:
+            raise RuntimeError(
+                "The memory bank is empty: fit the detector first, or pass --ckpt_path "
+                "runs/anomaly/version_N/checkpoints/last.ckpt."
+            )
 
     # ------------------------------------------------------------------ Lightning
     def configure_optimizers(self) -> None:
@@ -168,34 +194,141 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
             self.threshold = false_alarm_threshold(good, self.hparams.false_alarm_rate)
         self.log("val/threshold", self.threshold)
 
+    # ------------------------------------------------------------------ test
+    def on_test_epoch_start(self) -> None:
+        self._shown = {}
+
     def test_step(self, batch, batch_idx: int) -> None:
-        if self.memory_bank.numel() == 0:
-            raise RuntimeError(
-                "The memory bank is empty: fit the detector first, or test with --ckpt_path "
-                "runs/anomaly/version_N/checkpoints/last.ckpt."
-            )
+        self._require_bank()
         batch = as_batch(batch)
-        anomaly_map, scores = self(batch.views[0])
+        images = batch.views[0]
+        anomaly_map, scores = self(images)
         known = batch.labels >= 0
-        self.image_auroc.update(scores[known], (batch.labels[known] > 0).long())
-        self.image_ap.update(scores[known], (batch.labels[known] > 0).long())
+        targets = (batch.labels[known] > 0).long()
+        for metric in (self.image_auroc, self.image_ap, self.image_roc):
+            metric.update(scores[known], targets)
         if batch.masks is not None:
             known_pixels = batch.masks >= 0  # -1: a defect image without its mask file
             target = (batch.masks[known_pixels] > 0.5).long()
             self.pixel_auroc.update(anomaly_map[known_pixels], target)
+            self.aupro.update(anomaly_map, batch.masks)
+        if self._want_figures():
+            self._remember_extremes(images[known], anomaly_map[known], scores[known], targets)
+
+    def _remember_extremes(self, images: Tensor, maps: Tensor, scores: Tensor, defect: Tensor):
+        """Keep the test images the detector got most wrong / right (device top-k, no sync)."""
+        wrongness = torch.where(defect > 0, -scores, scores)  # high: a good part scoring high
+        for name, key in (("worst", wrongness), ("best", -wrongness)):
+            new = (key, images, maps, scores)
+            kept = self._shown.get(name, tuple(t[:0] for t in new))
+            self._shown[name] = _keep_top(kept, new, FIGURE_IMAGES)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/image_auroc", self.image_auroc.compute())
         self.log("test/image_ap", self.image_ap.compute())
-        self.image_auroc.reset()
-        self.image_ap.reset()
+        self.log("test/threshold", self.threshold)
         if self.pixel_auroc.update_count:
             self.log("test/pixel_auroc", self.pixel_auroc.compute())
-            self.pixel_auroc.reset()
+            self.log("test/aupro", self.aupro.compute())
+        roc = self.image_roc.compute() if self._want_figures() else None  # every rank: a sync
+        if roc is not None and self._shown:
+            auroc = float(self.image_auroc.compute())
+            rank_zero_only(self._save_figures)(roc, auroc)
+        for metric in (self.image_auroc, self.image_ap, self.image_roc, self.pixel_auroc):
+            metric.reset()
+        self.aupro.reset()
+        self._shown = {}
+
+    def _want_figures(self) -> bool:
+        trainer = self._trainer
+        return bool(self.hparams.save_figures and trainer is not None and trainer.loggers)
+
+    def _save_figures(self, roc: tuple[Tensor, Tensor, Tensor], auroc: float) -> None:
+        from lit_ssl.anomaly.figures import save_test_figures
+        from lit_ssl.callbacks.run_folder import run_dir  # local: trainer.log_dir is a collective
+
+        fpr, tpr, _ = roc
+        worst, best = (self._shown[name][1:] for name in ("worst", "best"))
+        save_test_figures(worst, best, (fpr, tpr, auroc), run_dir(self.trainer) / "figures")
+
+    # ------------------------------------------------------------------ predict
+    def predict_step(self, batch, batch_idx: int) -> list[dict[str, Any]]:
+        """Per-image dicts: path, anomaly_score, decision ("defect" if the score is above the
+        stored threshold, else "good"), label (class name when known); flagged images also
+        carry their image and map for the map PNG (``AnomalyPredictionWriter`` takes them)."""
+        from lit_ssl.anomaly.predictions import IMAGE_KEY, MAP_KEY, SCALE_KEY
+
+        self._require_bank()
+        batch = as_batch(batch)
+        images = batch.views[0]
+        anomaly_map, scores = self(images)
+        flagged = (scores > self.threshold).tolist()
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or []
+        scale = self._map_scale()
+        rows = []
+        for i, (score, label) in enumerate(
+            zip(scores.tolist(), batch.labels.tolist(), strict=True)
+        ):
+            row = {
+                "path": batch.paths[i] if batch.paths is not None else None,
+                "anomaly_score": score,
+                "decision": "defect" if flagged[i] else "good",
+                "label": names[label] if 0 <= label < len(names) else None,
+            }
+            if flagged[i]:
+                row.update({IMAGE_KEY: images[i].cpu(), MAP_KEY: anomaly_map[i].cpu()})
+                row[SCALE_KEY] = scale if scale is not None else float(anomaly_map[i].max())
+            rows.append(row)
+        return rows
+
+    def _map_scale(self) -> float | None:
+        """The map value drawn hottest: twice the threshold (None when there is none)."""
+        threshold = float(self.threshold)
+        return 2.0 * threshold if threshold != float("inf") and threshold > 0 else None
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """``predictions.csv`` + ``anomaly_maps/`` in the run folder after ``trainer.predict``."""
+        from lit_ssl.anomaly.predictions import AnomalyPredictionWriter
+
+        existing = self._trainer.callbacks if self._trainer is not None else []
+        if not self.hparams.write_predictions or any(
+            isinstance(cb, AnomalyPredictionWriter) and cb.path is not None for cb in existing
+        ):
+            return []
+        return [AnomalyPredictionWriter()]
+
+    # ------------------------------------------------------------------ export
+    def export_metadata(self) -> dict[str, Any]:
+        """What a deployment needs besides the graph: threshold, input format, bank."""
+        size = [int(v) for v in self.input_size.tolist()]
+        threshold = float(self.threshold)
+        return {
+            "kind": "AnomalyDetector",
+            "threshold": threshold if threshold != float("inf") else None,
+            "threshold_source": "validation" if threshold != float("inf") else "none",
+            "false_alarm_rate": float(self.hparams.false_alarm_rate),
+            "image_size": size if any(size) else None,
+            "in_chans": self.backbone.in_chans,
+            "backbone": self.backbone.name,
+            "layers": [int(v) for v in self.hparams.layers],
+            "neighbourhood": int(self.hparams.neighbourhood),
+            "memory_bank_shape": list(self.memory_bank.shape),
+            "input_range": [0.0, 1.0],
+            "outputs": ["anomaly_map", "anomaly_score"],
+            "decision": "defect if anomaly_score > threshold",
+        }
+
+    def to_onnx(self, path: str | Path, image_size: int | Sequence[int] | None = None) -> Path:
+        """Export to ONNX with the memory bank inside (see ``lit_ssl.anomaly.export``)."""
+        from lit_ssl.anomaly.export import to_onnx
+
+        return to_onnx(self, path, image_size=image_size)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Size the bank buffer to the stored one before the state dict is loaded
         (``load_from_checkpoint`` is the safe one of ``lit_ssl.checkpoints``)."""
-        bank = checkpoint.get("state_dict", {}).get("memory_bank")
+        state = checkpoint.get("state_dict", {})
+        bank = state.get("memory_bank")
         if bank is not None:
             self.memory_bank = torch.zeros_like(bank)
+        state.setdefault("input_size", torch.zeros(2, dtype=torch.long))  # older checkpoints

@@ -52,11 +52,16 @@ def greedy_coreset(
     first = int(torch.randint(n, (1,), generator=generator))
     chosen = torch.empty(k, dtype=torch.long, device=features.device)
     chosen[0] = first
-    nearest = (points - points[first]).square().sum(1)
+    norms = points.square().sum(1)  # ||p - c||^2 = ||p||^2 - 2 p.c + ||c||^2: one matvec a step
+
+    def distances(index: Tensor) -> Tensor:
+        return norms - 2.0 * (points @ points[index]) + norms[index]
+
+    nearest = distances(chosen[0])
     for i in range(1, k):  # one step per kept point, each a (N,) update on the device
         index = nearest.argmax()
         chosen[i] = index
-        nearest = torch.minimum(nearest, (points - points[index]).square().sum(1))
+        nearest = torch.minimum(nearest, distances(index))
     return chosen
 
 

@@ -1,17 +1,18 @@
 """Named augmentation presets for factory imagery, and their YAML round trip.
 
 Every preset starts with ``ToFloat`` (so ``uint8``, ``uint16`` and float input all work and every
-later transform sees float32 in [0, 1]) and a ``Resize`` to ``image_size``; none normalises (that
-lives inside the Backbone). Presets re-sample nuisance (illumination, exposure, noise, pose) and
-avoid transforms that erase or fake defects: no cutout/erasing, no aggressive random-resized crop,
-no strong blur; geometric transforms use reflect borders (a black border looks like an edge
-defect).
+later transform sees float32 in [0, 1]) and a resize to ``image_size`` that keeps the aspect ratio
+(:func:`letterbox`: longest side to ``image_size``, then centred zero padding to the square; a
+mask is padded with -1, unknown); none normalises (that lives inside the Backbone). Presets
+re-sample nuisance (illumination, exposure, noise, pose) and avoid transforms that erase or
+fake defects: no cutout/erasing, no aggressive random-resized crop, no strong blur; geometric
+transforms use reflect borders (a black border looks like an edge defect).
 
 - ``surface``: flat textured parts. Flips, 90-degree rotations, small shift/scale, illumination
   gradient, vignetting, brightness/contrast/gamma, sensor noise.
 - ``object``: discrete parts whose orientation may be a defect cue. No flips; small rotation,
   scale and shift; the same photometric nuisance.
-- ``minimal``: resize only (evaluation, and the clean view of denoising heads).
+- ``minimal``: resize only, letterboxed (evaluation, and the clean view of denoising heads).
 - ``natural``: the SimCLR/BYOL ImageNet pipeline (random-resized crop with scale (0.08, 1),
   colour jitter, grey, blur, solarise), for comparison only: it does crop defects away.
 """
@@ -30,17 +31,49 @@ from lit_ssl.augment.transforms import (
     Vignetting,
 )
 
-__all__ = ["PRESETS", "load_policy", "policy", "policy_from_yaml", "policy_to_yaml", "save_policy"]
+__all__ = [
+    "PRESETS",
+    "letterbox",
+    "load_policy",
+    "policy",
+    "policy_from_yaml",
+    "policy_to_yaml",
+    "save_policy",
+]
 
 PRESETS = ("surface", "object", "minimal", "natural")
 _REFLECT = cv2.BORDER_REFLECT_101
 
 
-def _head(image_size: int) -> list[A.BasicTransform]:
+def letterbox(image_size: int) -> list[A.BasicTransform]:
+    """Resize the longest side to ``image_size`` and pad to a square, aspect ratio kept.
+
+    Area interpolation; the padding is centred, constant 0 in the image and -1 ("unknown")
+    in a mask passed alongside. A square input gives exactly ``A.Resize(image_size,
+    image_size, interpolation=cv2.INTER_AREA)``.
+
+    Args:
+        image_size: Side of the square output.
+
+    Returns:
+        The two transforms (``LongestMaxSize``, ``PadIfNeeded``).
+    """
     return [
-        A.ToFloat(max_value=None, p=1.0),
-        A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA, p=1.0),
+        A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_AREA, p=1.0),
+        A.PadIfNeeded(
+            min_height=image_size,
+            min_width=image_size,
+            position="center",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=-1,
+            p=1.0,
+        ),
     ]
+
+
+def _head(image_size: int) -> list[A.BasicTransform]:
+    return [A.ToFloat(max_value=None, p=1.0), *letterbox(image_size)]
 
 
 def _photometric() -> list[A.BasicTransform]:
@@ -134,13 +167,26 @@ def policy(
     return compose
 
 
+def _drop_inherited_padding(node: object) -> None:
+    """albumentations 2.0.8 writes ``PadIfNeeded``'s inherited ``padding`` (always 0), which
+    its constructor rejects with a warning on load: leave it out."""
+    if isinstance(node, dict):
+        if node.get("__class_fullname__") == "PadIfNeeded":
+            node.pop("padding", None)
+        for value in node.values():
+            _drop_inherited_padding(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_inherited_padding(value)
+
+
 def policy_to_yaml(compose: A.Compose) -> str:
     """Serialise a policy to YAML text (the seed is not included)."""
-    import io
+    import yaml
 
-    buffer = io.StringIO()
-    A.save(compose, buffer, data_format="yaml")
-    return buffer.getvalue()
+    data = compose.to_dict()
+    _drop_inherited_padding(data)
+    return yaml.safe_dump(data, default_flow_style=False)
 
 
 def policy_from_yaml(text: str) -> A.Compose:

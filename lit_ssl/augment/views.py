@@ -62,8 +62,33 @@ class MultiView:
             mask: Optional mask, transformed alongside but not returned.
         """
         extra = {} if mask is None else {"mask": mask}
-        composes = [*self.policies, *([self.clean] if self.clean is not None else [])]
-        return [compose(image=image, **extra)["image"] for compose in composes]
+        return [compose(image=image, **extra)["image"] for compose in self._composes()]
+
+    def _composes(self) -> list[A.Compose]:
+        return [*self.policies, *([self.clean] if self.clean is not None else [])]
+
+    def each(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Apply policy ``i`` to ``images[i]`` (one image per output, the clean one last).
+
+        The data module gives every view its own window of the frame (``crop_size``).
+
+        Raises:
+            ValueError: ``len(images)`` is not :attr:`num_outputs`.
+        """
+        composes = self._composes()
+        if len(images) != len(composes):
+            raise ValueError(f"got {len(images)} images for {len(composes)} policies")
+        return [c(image=im)["image"] for c, im in zip(composes, images, strict=True)]
+
+    def with_mask(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first view and ``mask`` through the same geometry (resize, letterbox padding).
+
+        Args:
+            image: ``H x W x C`` image.
+            mask: ``H x W`` float mask (1 defect, 0 good, -1 unknown); padding becomes -1.
+        """
+        out = self.policies[0](image=image, mask=mask)
+        return out["image"], out["mask"]
 
 
 def multi_view(

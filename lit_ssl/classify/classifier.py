@@ -10,6 +10,10 @@ indices into ``classes`` (-1 unknown, predict only).
 One inference path: ``predict_scores`` (softmax probabilities and the defect score
 ``1 - p(good)``) serves validation, test, predict and the ONNX export alike; the decision
 rule is ``defect = score >= threshold`` (then the most likely defect class).
+
+Tiles (``tile_size``): frames are cut into tiles that go through the network in one forward
+(``lit_ssl.classify.tiles``); the image score is the maximum tile score and the image's
+probabilities are those of that tile, so everything above works unchanged on image scores.
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.classify.metrics import DefectMetrics
 from lit_ssl.classify.scoring import defect_scores
 from lit_ssl.classify.thresholds import select_threshold
+from lit_ssl.classify.tiles import (
+    check_tiling,
+    image_logits,
+    mask_tile_labels,
+    tile_frames,
+    tile_grid,
+    tile_image_losses,
+    tile_score_map,
+)
 from lit_ssl.data.batch import as_batch
 from lit_ssl.data.table import good_index
 from lit_ssl.deprecation import renamed_argument
@@ -59,6 +72,13 @@ def balanced_class_weights(counts: Tensor) -> Tensor:
     return torch.where(counts > 0, weights, torch.zeros_like(weights)).float()
 
 
+def per_sample_focal(logits: Tensor, labels: Tensor, gamma: float, smoothing: float) -> Tensor:
+    """Unreduced focal loss ``(1 - p_t)^gamma * CE`` ``(N,)``."""
+    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
+    p_true = logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1)
+    return (1.0 - p_true).clamp(min=0.0).pow(gamma) * ce
+
+
 def focal_loss(
     logits: Tensor,
     labels: Tensor,
@@ -72,9 +92,7 @@ def focal_loss(
     With ``gamma=0`` it equals ``F.cross_entropy`` with ``weight`` (no smoothing) or with
     ``label_smoothing`` (no weight).
     """
-    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
-    p_true = logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1)
-    modulated = (1.0 - p_true).clamp(min=0.0).pow(gamma) * ce
+    modulated = per_sample_focal(logits, labels, gamma, label_smoothing)
     if weight is None:
         return modulated.mean()
     sample_weight = weight[labels]
@@ -145,7 +163,19 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         save_figures: write confusion matrix / ROC PNGs into ``<log_dir>/figures``.
         write_predictions: at the end of ``trainer.predict`` write ``predictions.csv`` (and
             ``skipped.txt`` naming unreadable files) into the run folder
-            (``lit_ssl.classify.predictions.PredictionsCSVWriter``).
+            (``lit_ssl.classify.predictions.PredictionsCSVWriter``); with tiles also a
+            heat-map PNG per flagged image into ``heatmaps/`` (``lit_ssl.classify.heatmaps``).
+        tile_size: score frames tile by tile (high-resolution frames at native detail): the
+            backbone sees ``tile_size`` squares of the frame (zero-padded at the bottom/right
+            to cover it, never resized), all tiles of a batch in one forward. The image's
+            defect score is the maximum tile score, its probabilities those of that tile.
+            Trained end to end on image labels (multiple-instance: the loss of the
+            maximum-scoring tile), or on tile labels from ``batch.masks`` where known.
+            ``None``: the whole image in one forward.
+        tile_stride: pixels between tile origins (``tile_size`` when ``None``; smaller
+            strides overlap the tiles).
+        pretrained: start the backbone (given by name) from timm's own pretrained weights
+            (needs the hub; see ``Backbone``).
         classes: deprecated spelling of ``class_names``.
         img_size: deprecated spelling of ``image_size``.
     """
@@ -173,6 +203,9 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         default_threshold: float = 0.5,
         save_figures: bool = True,
         write_predictions: bool = True,
+        tile_size: int | None = None,
+        tile_stride: int | None = None,
+        pretrained: bool = False,
         classes: list[str] | None = None,
         img_size: int | None = None,
     ) -> None:
@@ -183,7 +216,9 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         self._classes_from_data = class_names is None  # good vs defect, as the data names them
         classes = _check_classes(class_names, good_class)
         self._check_options(head, loss, threshold_mode, target_recall, class_weights, classes)
-        backbone = resolve_backbone(backbone, weights, in_chans, image_size)
+        tile_stride = check_tiling(tile_size, tile_stride)
+        backbone = _build_backbone(backbone, weights, in_chans, image_size, pretrained)
+        _check_tile_backbone(backbone, tile_size)
         # save_hyperparameters reads these locals: record the resolved values, so the logged
         # hparams agree with the datamodule's (Lightning refuses conflicting duplicates)
         in_chans, image_size = backbone.in_chans, backbone.image_size
@@ -193,7 +228,9 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             in_chans=backbone.in_chans,
             image_size=backbone.image_size,
             weights=None,  # the weights live in the state dict from now on
+            pretrained=False,
             class_names=classes,
+            tile_stride=tile_stride,
         )
         if backbone.image_size is None:  # any size: no key to disagree with the datamodule's
             self.hparams.pop("image_size")
@@ -209,6 +246,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         self.register_buffer("threshold_from_validation", torch.tensor(False))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))
         self._seen_size: tuple[int, int] | None = None
+        self._size_from_eval = False  # tiles: the frame size of eval batches wins (see _record_size)
         self.val_metrics = DefectMetrics(classes, self.good_index)
         self.test_metrics = DefectMetrics(classes, self.good_index, suffix="_at_threshold")
         self.val_scores = CatMetric(nan_strategy="disable")
@@ -274,9 +312,30 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         return cls(backbone=copy.deepcopy(backbone).cpu(), class_names=class_names, **kwargs)
 
     # ------------------------------------------------------------------ inference path
+    @property
+    def tiled(self) -> bool:
+        """Whether frames are scored tile by tile (``tile_size`` set)."""
+        return self.hparams.get("tile_size") is not None
+
     def forward(self, images: Tensor) -> Tensor:
-        """Class logits ``(B, C)`` of float images in [0, 1]."""
+        """Class logits ``(B, C)`` of float images in [0, 1]; with tiles, the logits of each
+        image's maximum-scoring tile."""
+        if self.tiled:
+            return image_logits(self.forward_tiles(images), self.good_index)[0]
         return self.head(self.backbone(images))
+
+    def forward_tiles(self, images: Tensor) -> Tensor:
+        """Tile logits ``(B, T, C)`` (row-major tiles, see ``tile_grid``); one forward."""
+        if not self.tiled:
+            raise RuntimeError("forward_tiles needs a tiled classifier (tile_size=N).")
+        tiles = tile_frames(images, self.hparams.tile_size, self.hparams.tile_stride)
+        batch, count = tiles.shape[:2]
+        logits = self.head(self.backbone(tiles.flatten(0, 1)))
+        return logits.reshape(batch, count, -1)
+
+    def tile_grid(self, height: int, width: int) -> tuple[int, int]:
+        """``(rows, cols)`` of the tiles covering a ``height x width`` frame."""
+        return tile_grid(height, width, self.hparams.tile_size, self.hparams.tile_stride)
 
     def predict_scores(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(defect_score (B,), probabilities (B, C))`` with ``score = 1 - p(good)``."""
@@ -301,18 +360,57 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             return focal_loss(logits, labels, hp.focal_gamma, weight, hp.label_smoothing)
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=hp.label_smoothing)
 
+    def _per_sample_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        hp = self.hparams
+        if hp.loss == "focal":
+            return per_sample_focal(logits, labels, hp.focal_gamma, hp.label_smoothing)
+        return F.cross_entropy(
+            logits, labels, reduction="none", label_smoothing=hp.label_smoothing
+        )
+
+    def _tile_loss(self, images: Tensor, labels: Tensor, masks: Tensor | None) -> Tensor:
+        """Class-weighted mean over images of ``tiles.tile_image_losses`` (MIL / mask tiles)."""
+        hp = self.hparams
+        tile_labels = None
+        if masks is not None:
+            tile_labels = mask_tile_labels(
+                masks, labels, hp.tile_size, hp.tile_stride, self.good_index
+            )
+        losses = tile_image_losses(
+            self.forward_tiles(images).float(),
+            labels,
+            self.good_index,
+            self._per_sample_loss,
+            tile_labels,
+        )
+        if hp.class_weights == "none":
+            return losses.mean()
+        weight = self.class_weights[labels]
+        return (losses * weight).sum() / weight.sum().clamp(min=1e-12)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         batch = as_batch(batch)
         images, labels = batch.views[0], batch.labels
         self._record_size(images)
-        loss = self._loss(self(images).float(), labels)
+        if self.tiled:
+            loss = self._tile_loss(images, labels, batch.masks)
+        else:
+            loss = self._loss(self(images).float(), labels)
         size = labels.shape[0]  # given: a Batch's paths and None fields confuse the inference
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
-    def _record_size(self, images: Tensor) -> None:
+    def _record_size(self, images: Tensor, evaluation: bool = False) -> None:
+        """Record the input size for the export (host-side shapes only: no device sync).
+
+        Untiled: the training size. Tiled: the frame size of validation/test batches (the
+        whole frames a deployment scores) wins over training's (which may be crops).
+        """
+        if self.tiled and not evaluation and self._size_from_eval:
+            return
+        self._size_from_eval = self._size_from_eval or evaluation
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        if size != self._seen_size:  # host-side shapes only: no device sync
+        if size != self._seen_size:
             self._seen_size = size
             self.input_size.copy_(torch.tensor(size))
 
@@ -391,6 +489,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         batch = as_batch(batch)
         images, labels = batch.views[0], batch.labels
+        if self.tiled:
+            self._record_size(images, evaluation=True)
         logits = self(images).float()
         scores, probs = self.scores_from_logits(logits)
         self.log("val/loss", self._loss(logits, labels), sync_dist=True, batch_size=len(labels))
@@ -432,10 +532,19 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
         """Per-image dicts: path, defect_score, decision ("defect"/"good" at the stored
-        threshold), predicted_class, is_defect, label, p_<class>."""
+        threshold), predicted_class, is_defect, label, p_<class>; with tiles also
+        ``tile_scores``, the ``(rows, cols)`` CPU tensor of tile scores (the heat map's;
+        not a CSV column)."""
         batch = as_batch(batch)
+        images = batch.views[0]
         labels, paths = batch.labels.tolist(), batch.paths
-        scores, probs = self.predict_scores(batch.views[0])
+        maps = None
+        if self.tiled:
+            logits, tile_scores = image_logits(self.forward_tiles(images), self.good_index)
+            scores, probs = self.scores_from_logits(logits)
+            maps = tile_score_map(tile_scores, *self.tile_grid(*images.shape[-2:])).cpu()
+        else:
+            scores, probs = self.predict_scores(images)
         preds = self.decide(scores, probs, self.threshold)
         rows = []
         for i, (score, pred) in enumerate(zip(scores.tolist(), preds.tolist(), strict=True)):
@@ -450,6 +559,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             row.update(
                 {f"p_{c}": p for c, p in zip(self.class_names, probs[i].tolist(), strict=True)}
             )
+            if maps is not None:
+                row["tile_scores"] = maps[i]
             rows.append(row)
         return rows
 
@@ -509,13 +620,57 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             "backbone": self.backbone.name,
             "input_range": [0.0, 1.0],
             "decision": "defect if defect_score >= threshold",
+            "tile_size": self.hparams.get("tile_size"),
+            "tile_stride": self.hparams.get("tile_stride"),
         }
 
-    def to_onnx(self, path: str | Path, image_size: int | Sequence[int] | None = None) -> Path:
-        """Export to ONNX (see ``lit_ssl.classify.export.to_onnx``)."""
+    def to_onnx(
+        self,
+        path: str | Path,
+        image_size: int | Sequence[int] | None = None,
+        tile_map: bool = False,
+    ) -> Path:
+        """Export to ONNX (see ``lit_ssl.classify.export.to_onnx``); tiled classifiers tile
+        inside the graph (``tile_map=True`` adds the tile score output)."""
         from lit_ssl.classify.export import to_onnx
 
-        return to_onnx(self, path, image_size=image_size)
+        return to_onnx(self, path, image_size=image_size, tile_map=tile_map)
+
+
+def _build_backbone(
+    backbone: str | Backbone | None,
+    weights: str | None,
+    in_chans: int | None,
+    image_size: int | None,
+    pretrained: bool,
+) -> Backbone:
+    if not pretrained:
+        return resolve_backbone(backbone, weights, in_chans, image_size)
+    if weights is not None or isinstance(backbone, Backbone):
+        raise ValueError(
+            "pretrained=True takes timm's weights for a backbone given by name: do not also "
+            "give weights=FILE or a Backbone instance."
+        )
+    from lit_ssl.backbone.loading import DEFAULT_BACKBONE
+
+    return Backbone(backbone or DEFAULT_BACKBONE, in_chans or 3, image_size, pretrained=True)
+
+
+def _fixed_input(backbone: Backbone) -> tuple[int, int] | None:
+    """The input size a fixed-size ViT needs, ``None`` for any-size backbones."""
+    model = backbone.model
+    if not backbone.is_vit or getattr(model, "dynamic_img_size", False):
+        return None
+    return tuple(int(v) for v in model.patch_embed.img_size)
+
+
+def _check_tile_backbone(backbone: Backbone, tile_size: int | None) -> None:
+    fixed = _fixed_input(backbone)
+    if tile_size is not None and fixed is not None and fixed != (tile_size, tile_size):
+        raise ValueError(
+            f"The backbone {backbone.name!r} takes {fixed[0]}x{fixed[1]} inputs but sees tiles "
+            f"of tile_size={tile_size}: build it with image_size={tile_size}."
+        )
 
 
 def _checked_counts(counts: Sequence[int], classes: list[str]) -> Tensor:

@@ -10,6 +10,12 @@ with PyTorch to ~1e-7 on our backbones, the legacy one is only faster to run (~2
 ~10 s on 2 CPU cores). ``dynamo=False`` remains available as an escape hatch.
 
 Outputs: ``defect_score`` ``(B,)`` = ``1 - p(good)`` and ``probabilities`` ``(B, C)``.
+
+Tiled classifiers (``tile_size``): the graph takes whole frames of the recorded size and
+tiles inside (the same ``lit_ssl.classify.tiles`` ops: zero-padding to cover, then a reshape or
+an index gather), so a deployment stays one call; ``defect_score`` is the maximum tile score and
+``probabilities`` those of that tile. ``tile_map=True`` adds a third output, ``tile_scores``
+``(B, rows, cols)``. ``tile_size``/``tile_stride`` (``null`` when untiled) are in the metadata.
 The decision threshold, class names, good class, image size and channels are stored as
 ONNX ``metadata_props``, every value JSON-encoded (``json.loads`` it; strings are quoted);
 ``read_metadata`` decodes them.
@@ -27,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_ssl.classify.scoring import defect_scores
+from lit_ssl.classify.tiles import image_logits, tile_frames, tile_grid, tile_score_map
 
 if TYPE_CHECKING:
     from lit_ssl.classify.classifier import DefectClassifier
@@ -35,19 +42,39 @@ __all__ = ["ScoringModel", "read_metadata", "to_onnx"]
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("defect_score", "probabilities")
+TILE_OUTPUT = "tile_scores"
 
 
 class ScoringModel(nn.Module):
-    """The classifier's inference path as a plain module: images -> (defect_score, probs)."""
+    """The classifier's inference path as a plain module: images -> (defect_score, probs).
 
-    def __init__(self, classifier: DefectClassifier) -> None:
+    Tiled classifiers tile inside; ``tile_map=True`` also returns the ``(B, rows, cols)``
+    tile scores.
+    """
+
+    def __init__(self, classifier: DefectClassifier, tile_map: bool = False) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(classifier.backbone).cpu().eval()
         self.head = copy.deepcopy(classifier.head).cpu().eval()
         self.good_index = classifier.good_index
+        self.tile_size = classifier.hparams.get("tile_size")
+        self.tile_stride = classifier.hparams.get("tile_stride")
+        if tile_map and self.tile_size is None:
+            raise ValueError("tile_map=True needs a tiled classifier (tile_size=N).")
+        self.tile_map = tile_map
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return defect_scores(self.head(self.backbone(images)), self.good_index)
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        if self.tile_size is None:
+            return defect_scores(self.head(self.backbone(images)), self.good_index)
+        tiles = tile_frames(images, self.tile_size, self.tile_stride)
+        batch, count = tiles.shape[:2]
+        logits = self.head(self.backbone(tiles.flatten(0, 1))).reshape(batch, count, -1)
+        best, scores = image_logits(logits, self.good_index)
+        outputs = defect_scores(best, self.good_index)
+        if not self.tile_map:
+            return outputs
+        rows, cols = tile_grid(*images.shape[-2:], self.tile_size, self.tile_stride)
+        return (*outputs, tile_score_map(scores, rows, cols))
 
 
 def _image_size(
@@ -72,6 +99,7 @@ def to_onnx(
     image_size: int | Sequence[int] | None = None,
     dynamo: bool = True,
     opset_version: int | None = None,
+    tile_map: bool = False,
 ) -> Path:
     """Export ``classifier`` to ONNX with a dynamic batch axis and deployment metadata.
 
@@ -82,6 +110,7 @@ def to_onnx(
             else the backbone's ``image_size``.
         dynamo: use the torch.export-based exporter (default) or the legacy one.
         opset_version: ONNX opset; ``None`` lets the exporter choose.
+        tile_map: tiled classifiers: add the ``tile_scores`` ``(B, rows, cols)`` output.
 
     Returns:
         The written path.
@@ -89,11 +118,12 @@ def to_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = _image_size(classifier, image_size)
-    model = ScoringModel(classifier).eval()
+    model = ScoringModel(classifier, tile_map=tile_map).eval()
     example = torch.rand(2, classifier.backbone.in_chans, height, width)
+    outputs = [*OUTPUT_NAMES, TILE_OUTPUT] if tile_map else list(OUTPUT_NAMES)
     kwargs: dict[str, Any] = {
         "input_names": [INPUT_NAME],
-        "output_names": list(OUTPUT_NAMES),
+        "output_names": outputs,
         "opset_version": opset_version,
         "dynamo": dynamo,
     }
@@ -103,7 +133,7 @@ def to_onnx(
     else:
         kwargs["dynamic_axes"] = {
             INPUT_NAME: {0: "batch"},
-            **{n: {0: "batch"} for n in OUTPUT_NAMES},
+            **{n: {0: "batch"} for n in outputs},
         }
     with torch.no_grad():
         torch.onnx.export(model, (example,), str(path), **kwargs)

@@ -13,6 +13,12 @@ image.
 could not read (``datamodule.skipped_files``) get no row: they are printed and listed, one
 per line, in ``skipped.txt`` next to the CSV. Under DDP every rank's rows are gathered and
 rank 0 writes the one file.
+
+Tiled classifiers (``DefectClassifier(tile_size=N)``) add a ``heatmap`` column: the writer
+saves a heat-map PNG of the tile scores for every image whose decision is ``"defect"`` into
+``heatmaps/`` next to the CSV (``lit_ssl.classify.heatmaps``; every DDP rank writes its own
+images' files as their batches come) and names it there (``heatmaps/<name>.png``, empty for
+images not flagged).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_ssl.classify.heatmaps import HEATMAP_DIR, heatmap_name, write_heatmap
+from lit_ssl.data.batch import as_batch
+
 __all__ = [
     "PREDICTIONS_FILE",
     "SKIPPED_FILE",
@@ -36,6 +45,7 @@ __all__ = [
 
 FIRST_COLUMNS = ("path", "defect_score", "decision", "predicted_class", "label")
 PREDICTIONS_FILE = "predictions.csv"
+TILE_SCORES = "tile_scores"  # a tiled classifier's per-row tile score map (not a CSV column)
 SKIPPED_FILE = "skipped.txt"
 _MAX_PRINTED = 20
 
@@ -71,7 +81,7 @@ def write_predictions_csv(predictions: Iterable[Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = _columns(rows)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -80,7 +90,9 @@ def write_predictions_csv(predictions: Iterable[Any], path: str | Path) -> Path:
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     extra: list[str] = []
     for row in rows:
-        extra.extend(k for k in row if k not in FIRST_COLUMNS and k not in extra)
+        extra.extend(
+            k for k in row if k not in FIRST_COLUMNS and k != TILE_SCORES and k not in extra
+        )
     present = [c for c in FIRST_COLUMNS if any(c in row for row in rows)]
     return present + extra if rows else list(FIRST_COLUMNS)
 
@@ -101,7 +113,9 @@ class PredictionsCSVWriter(BasePredictionWriter):
     """Callback writing ``trainer.predict`` rows to one CSV when prediction ends.
 
     Rows are collected batch by batch (so it works with ``return_predictions=False``) and,
-    under DDP, gathered from every rank; rank 0 writes the file and prints where.
+    under DDP, gathered from every rank; rank 0 writes the file and prints where. Rows with
+    tile scores (tiled classifiers) get their heat maps written as the batch comes, by the
+    rank that scored them, into ``heatmaps/`` next to the CSV.
 
     Args:
         path: output CSV file; ``None``: ``predictions.csv`` in the run folder (the logger's
@@ -113,9 +127,17 @@ class PredictionsCSVWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.path = None if path is None else Path(path)
         self._rows: list[dict[str, Any]] = []
+        self._csv: Path | None = None
+        self._heatmaps = 0
+
+    def _csv_path(self, trainer: L.Trainer) -> Path:
+        # trainer.log_dir broadcasts from rank 0: every rank must call this
+        return self.path or Path(trainer.log_dir or trainer.default_root_dir) / PREDICTIONS_FILE
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
+        self._heatmaps = 0
+        self._csv = self._csv_path(trainer)  # every rank runs this hook: the collective is safe
 
     def write_on_batch_end(
         self,
@@ -127,12 +149,44 @@ class PredictionsCSVWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._rows.extend(flatten_predictions([prediction]))
+        rows = flatten_predictions([prediction])
+        if any(TILE_SCORES in row for row in rows):
+            rows = self._write_heatmaps(trainer, pl_module, rows, batch, batch_idx)
+        self._rows.extend(rows)
+
+    def _write_heatmaps(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        rows: list[dict[str, Any]],
+        batch: Any,
+        batch_idx: int,
+    ) -> list[dict[str, Any]]:
+        """Heat maps of this rank's flagged rows; rows without tile scores, with ``heatmap``."""
+        images = as_batch(batch).views[0]
+        folder = (self._csv or self._csv_path(trainer)).parent
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
+        tile, stride = pl_module.hparams.tile_size, pl_module.hparams.tile_stride
+        index = batch_idx * len(rows) * trainer.world_size + trainer.global_rank * len(rows)
+        out = []
+        for i, row in enumerate(rows):
+            row = dict(row)
+            tile_map = row.pop(TILE_SCORES)
+            row["heatmap"] = ""
+            if row.get("decision") == "defect":
+                name = f"{HEATMAP_DIR}/{heatmap_name(row.get('path'), root, index + i)}"
+                write_heatmap(folder / name, images[i], tile_map, tile, stride)
+                row["heatmap"] = name
+                self._heatmaps += 1
+            out.append(row)
+        return out
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # every rank runs this method to the end: the gather and log_dir are collectives
         rows = _gather(self._rows)
-        path = self.path or Path(trainer.log_dir or trainer.default_root_dir) / PREDICTIONS_FILE
+        path = self._csv or self._csv_path(trainer)
+        if self._heatmaps:
+            print(f"Wrote {self._heatmaps} heat map(s) to {path.parent / HEATMAP_DIR}")
         skipped = list(getattr(trainer.datamodule, "skipped_files", None) or [])
         self._rows = []
         if trainer.is_global_zero:

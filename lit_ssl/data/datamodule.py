@@ -25,6 +25,14 @@ loader built again (``reload_dataloaders_every_n_epochs``, or calling ``train_da
 epoch) gives a new order and new views, while a fresh data module with the same seed reproduces
 the first one (and a resumed run the same epoch's).
 
+Native resolution (``crop_size``): in the augmented stages (ssl train/val, classify train)
+every view is a ``crop_size`` window of the decoded frame (native dtype until cut), then the
+view's policy resizes it to ``image_size`` (aspect kept: longest side, centred zero padding), so
+``crop_size == image_size`` keeps the pixels. ssl views of one sample overlap (each within
+``crop_size // 2`` of the first window); classify: good images get a random window, defect images
+with a mask a window holding defect pixels, defect images without one the whole frame. The other
+stages always see the whole frame, letterboxed (see :mod:`lit_ssl.data.crops`).
+
 No mean/std normalisation happens here; it lives inside the Backbone.
 """
 
@@ -44,10 +52,11 @@ from torch.utils.data import DataLoader
 
 from lit_ssl.augment.views import MultiView, multi_view
 from lit_ssl.data.batch import ViewSpec, collate_batch
+from lit_ssl.data.crops import WindowSampler, check_crop_size
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
 from lit_ssl.data.io import IMAGE_EXTENSIONS, WalkReport, infer_bit_depth, multipage_message
 from lit_ssl.data.layouts import LAYOUTS, Sample, find_samples
-from lit_ssl.data.scan import ScanResult, scan_files
+from lit_ssl.data.scan import ScanResult, cache_notice, scan_files
 from lit_ssl.data.synthetic import default_dataset
 from lit_ssl.data.table import (
     assign_splits,
@@ -87,7 +96,17 @@ class FactoryDataModule(L.LightningDataModule):
         policy: Augmentation preset name or YAML path, or one per view.
         views: Number of augmented views; None lets the model decide (its ``view_spec``, read
             in :meth:`setup`, or :meth:`configure_views`), 2 if nobody does.
-        image_size: Side of the square images given to the model.
+        image_size: Side of the square images given to the model. Every frame is resized
+            with its aspect ratio kept (longest side to ``image_size``, then centred zero
+            padding; masks are padded with -1, unknown): a 256 x 2048 strip is not squashed.
+        crop_size: Train on ``crop_size x crop_size`` windows of the native pixels instead of
+            whole frames (high-resolution frames, line-scan strips): each augmented view
+            (ssl train/val, classify train) is a random window, resized to ``image_size``
+            (``crop_size == image_size``: no resize at all). ssl views of one sample come
+            from overlapping windows; for classify a masked defect image's window holds
+            defect pixels and an unmasked one uses the whole frame (a warning counts them).
+            Frames smaller than the window are zero-padded. Evaluation stages see whole
+            frames. None (default): whole frames everywhere. At least 8.
         in_chans: Channels given to the model (mono/RGB converted as needed).
         batch_size: Batch size of every loader.
         num_workers: DataLoader worker processes.
@@ -111,9 +130,11 @@ class FactoryDataModule(L.LightningDataModule):
         category: One object of a multi-object dataset: the VisA ``object`` column, or a
             sub-folder of ``root`` (an MVTec AD category) used as the root.
         bit_depth: Significant bits of 16-bit images; None infers one depth for the dataset.
-        cache_images: Keep decoded images in memory: True, False, or None (if they fit in
-            ``cache_limit_mb``).
-        cache_limit_mb: Memory limit of the automatic cache.
+        cache_images: Keep decoded images (native dtype) in memory: None (default) up to the
+            ``cache_limit_mb`` budget, the rest read from disk (a one-line warning counts
+            both); True every image, no budget; False none.
+        cache_limit_mb: Byte budget of the cache in MiB; None (default) is 25 % of the
+            machine's physical memory.
         verify_files: Decode every file at setup to find bad files early (recommended).
         pin_memory: Pin batches in memory; None pins when CUDA is available.
         persistent_workers: Keep workers alive between epochs (when ``num_workers > 0``).
@@ -134,6 +155,7 @@ class FactoryDataModule(L.LightningDataModule):
         policy: str | list[str] = "surface",
         views: int | None = None,
         image_size: int = 64,
+        crop_size: int | None = None,
         in_chans: int = 3,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -147,7 +169,7 @@ class FactoryDataModule(L.LightningDataModule):
         category: str | None = None,
         bit_depth: int | None = None,
         cache_images: bool | None = None,
-        cache_limit_mb: float = 1024.0,
+        cache_limit_mb: float | None = None,
         verify_files: bool = True,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
@@ -163,6 +185,11 @@ class FactoryDataModule(L.LightningDataModule):
         _check(on_bad_file in ("skip", "raise"), f"on_bad_file={on_bad_file!r}; use skip|raise")
         _check(views is None or views >= 1, f"views={views}; use a positive number or None")
         _check(image_size >= 8, f"image_size={image_size}; use at least 8 pixels")
+        check_crop_size(crop_size)
+        _check(
+            cache_limit_mb is None or cache_limit_mb >= 0,
+            f"cache_limit_mb={cache_limit_mb}; use a size in MiB >= 0, or None (25% of RAM)",
+        )
         _check(batch_size >= 1 and num_workers >= 0, "batch_size >= 1 and num_workers >= 0")
         _check(0 < label_fraction <= 1, f"label_fraction={label_fraction}; must be in (0, 1]")
         if keep_layout_split is not None:
@@ -185,6 +212,7 @@ class FactoryDataModule(L.LightningDataModule):
         self._skipped: list[str] = []
         self._builds: Counter[tuple[str, int]] = Counter()
         self._ready = False
+        self._told_unmasked = False
 
     # ------------------------------------------------------------------ views
 
@@ -311,7 +339,21 @@ class FactoryDataModule(L.LightningDataModule):
             self._report_bad(scan.bad, len(paths))
         if scan.multipage:
             warnings.warn(multipage_message(scan.multipage), stacklevel=4)
+        notice = cache_notice(scan, hp.cache_limit_mb is None)
+        if notice is not None:
+            warnings.warn(notice, stacklevel=4)
+        self._check_crop_fits(scan.largest)
         return scan
+
+    def _check_crop_fits(self, largest: tuple[int, int]) -> None:
+        crop = self.hparams.crop_size
+        if crop is not None and 0 < max(largest) < crop:
+            warnings.warn(
+                f"crop_size={crop} is larger than every frame (largest {largest[0]} x "
+                f"{largest[1]} px): each crop is a whole frame zero-padded to {crop} px; use a "
+                "smaller crop_size, or None",
+                stacklevel=5,
+            )
 
     def _report_bad(self, bad: dict[str, str], total: int) -> None:
         names = sorted(bad)
@@ -550,9 +592,35 @@ class FactoryDataModule(L.LightningDataModule):
             transform = self._views(stage, 1, False, seed)
         else:
             transform = self._views(stage, self.num_views, self.clean_view, seed)
-        masks = self._mask_files() if single and not self._augmented(stage) else None
-        good = good_index(self.class_names) if masks is not None else None
-        return FactoryDataset(self._store, indices, labels, transform, masks, good)
+        augmented = self._augmented(stage)
+        masks = self._mask_files() if single and not augmented else None
+        good = good_index(self.class_names)
+        crops = crop_masks = None
+        if augmented and self.hparams.crop_size is not None:
+            crops = WindowSampler(self.hparams.crop_size, seed)
+            if classify:
+                crop_masks = [s.mask for s in self.samples]
+                self._tell_unmasked(indices, labels, good)
+        return FactoryDataset(
+            self._store, indices, labels, transform, masks, good, crops, crop_masks
+        )
+
+    def _tell_unmasked(self, indices: np.ndarray, labels: np.ndarray, good: int | None) -> None:
+        """Warn once how many defect training images have no mask (whole-frame views)."""
+        if self._told_unmasked:
+            return
+        unmasked = [
+            i for i in indices.tolist() if labels[i] != good and self.samples[i].mask is None
+        ]
+        if unmasked:
+            self._told_unmasked = True
+            warnings.warn(
+                f"crop_size={self.hparams.crop_size}: {len(unmasked)} of {len(indices)} "
+                "training images are defect images without a mask file, so their training "
+                "view is the whole frame (letterboxed), not a crop; add masks (MVTec "
+                "ground_truth/, VisA, a CSV mask column) to crop around their defects",
+                stacklevel=4,
+            )
 
     def _mask_files(self) -> list[str | None] | None:
         """Every sample's mask file, or None when the dataset has no masks at all."""

@@ -1,8 +1,10 @@
 """Torch datasets over a sample table: decode once per sample, transform into one or more views.
 
 The per-sample path reads the file once (or takes the array decoded at setup), converts it to
-float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array. Each
-sample is an unbatched :class:`~lit_ssl.data.batch.Batch`; ``collate_batch`` stacks them.
+float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array. With
+a :class:`~lit_ssl.data.crops.WindowSampler` (``crop_size``), each view is first cut out of the
+native-dtype frame (a 16-bit frame stays 16-bit until then) and only that window is converted.
+Each sample is an unbatched :class:`~lit_ssl.data.batch.Batch`; ``collate_batch`` stacks them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from torch.utils.data import Dataset, get_worker_info
 
 from lit_ssl.augment.views import MultiView
 from lit_ssl.data.batch import Batch
-from lit_ssl.data.io import BadImageError, convert_channels, decode, to_float
+from lit_ssl.data.crops import WindowSampler, cut, defect_points
+from lit_ssl.data.io import BadImageError, convert_channels, decode, infer_bit_depth, to_float
 
 __all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
 
@@ -73,18 +76,39 @@ class ImageStore:
         The two differ only when the file became unreadable after setup and ``skip_bad`` is
         set: the next readable sample is used, so its label and path must go with it.
         """
+        raw, current = self.read_raw(index)
+        return self.finish(raw), current
+
+    def read_raw(self, index: int) -> tuple[np.ndarray, int]:
+        """Decoded ``H x W x C`` array of sample ``index`` in its native dtype, and its index.
+
+        Same fallback as :meth:`read`; convert it (or a window of it) with :meth:`finish`.
+        """
         for attempt in range(len(self.paths)):
             current = (index + attempt) % len(self.paths)
             try:
-                raw = self._raw(current)
+                return self._raw(current), current
             except BadImageError as error:
                 if not self.skip_bad:
                     raise
                 log.warning("skipping unreadable file at run time: %s", error)
-                continue
-            image = to_float(raw, self.bit_depth, self.float_scale)
-            return convert_channels(image, self.in_chans), current
         raise BadImageError("no readable image left in the dataset")
+
+    def finish(self, raw: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``H x W x in_chans`` in [0, 1] from a native array (or a window of one).
+
+        Args:
+            raw: The decoded array, or a window cut out of it.
+            frame: The whole frame ``raw`` was cut from; a bit depth or float scale left to
+                per-image inference (``None``) is inferred from it, not from the window.
+        """
+        bits, scale = self.bit_depth, self.float_scale
+        source = raw if frame is None else frame
+        if bits is None and raw.dtype == np.uint16 and source.size:
+            bits = infer_bit_depth(int(source.max()))
+        if scale is None and raw.dtype.kind == "f" and source.size:
+            scale = 255.0 if float(source.max()) > 1.0 else 1.0
+        return convert_channels(to_float(raw, bits, scale), self.in_chans)
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -100,7 +124,7 @@ class FactoryDataset(Dataset):
     Items: ``views`` a list of ``(C, H, W)`` float tensors in [0, 1] (one per policy of
     ``transform``), ``labels`` an ``int`` (-1 unknown), ``clean`` the ``(C, H, W)`` clean view
     when ``transform`` has one, ``paths`` the source file (a ``str``), ``masks`` the defect
-    mask ``(1, H, W)`` when ``masks`` is given (see :func:`read_mask`), else ``None``.
+    mask ``(1, H, W)`` when ``masks`` is given (see :func:`load_mask`), else ``None``.
 
     Args:
         store: Decoded images.
@@ -108,8 +132,15 @@ class FactoryDataset(Dataset):
         labels: Label of every sample of ``store`` (-1 unknown).
         transform: Views to produce (one policy for single-image batches).
         masks: Mask file of every sample of ``store`` (``None``: none), with ``good_label``;
-            only for resize-only single views (the mask is resized like the image).
+            only for resize-only single views (the mask goes through the view's policy with
+            the image: letterbox padding is -1, unknown).
         good_label: Label of the defect-free class (its images need no mask file).
+        crops: Cut each view out of the native frame (``crop_size`` windows, see
+            :mod:`lit_ssl.data.crops`); None feeds the whole frame.
+        crop_masks: With ``crops``, the classify rule: good images (``good_label``) get a
+            random window, a defect image with a mask file a window holding defect pixels,
+            one without a mask the whole frame (letterboxed). None: the ssl rule, every view
+            its own window, overlapping the first one.
     """
 
     def __init__(
@@ -120,6 +151,8 @@ class FactoryDataset(Dataset):
         transform: MultiView,
         masks: list[str | None] | None = None,
         good_label: int | None = None,
+        crops: WindowSampler | None = None,
+        crop_masks: list[str | None] | None = None,
     ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -127,41 +160,94 @@ class FactoryDataset(Dataset):
         self.transform = transform
         self.masks = masks
         self.good_label = good_label
+        self.crops = crops
+        self.crop_masks = crop_masks
+        self._points: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def reseed(self, seed: int) -> None:
-        """Reseed every albumentations policy of this dataset (see :func:`worker_init_fn`)."""
+        """Reseed every albumentations policy and the window sampler (:func:`worker_init_fn`)."""
         self.transform.reseed(seed)
+        if self.crops is not None:
+            self.crops.reseed(seed)
 
     def __getitem__(self, item: int) -> Batch:
-        image, index = self.store.read(int(self.indices[item]))
-        views = [_to_tensor(v) for v in self.transform(image)]
+        if self.crops is not None:
+            raw, index = self.store.read_raw(int(self.indices[item]))
+            label = int(self.labels[index])
+            arrays = self.transform.each(self._windows(raw, index, label))
+            mask = None
+        else:
+            image, index = self.store.read(int(self.indices[item]))
+            label = int(self.labels[index])
+            arrays, mask = self._whole(image, index, label)
+        views = [_to_tensor(v) for v in arrays]
         clean = views.pop() if self.transform.clean is not None else None
-        label = int(self.labels[index])
-        mask = None
-        if self.masks is not None:
-            size = tuple(views[0].shape[-2:])
-            mask = read_mask(self.masks[index], label == self.good_label, size)
         return Batch(views, label, clean, self.store.paths[index], mask)
 
+    def _whole(
+        self, image: np.ndarray, index: int, label: int
+    ) -> tuple[list[np.ndarray], torch.Tensor | None]:
+        if self.masks is None:
+            return self.transform(image), None
+        mask = load_mask(self.masks[index], label == self.good_label, image.shape[:2])
+        view, mask = self.transform.with_mask(image, mask)
+        return [view], torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
 
-def read_mask(path: str | None, good: bool, size: tuple[int, int]) -> torch.Tensor:
-    """A defect mask ``(1, H, W)`` resized to ``size`` (nearest): 1 defect, 0 good pixels.
+    def _windows(self, raw: np.ndarray, index: int, label: int) -> list[np.ndarray]:
+        """One float image per output (views, then the clean one) cut from ``raw``."""
+        crops, count = self.crops, self.transform.num_outputs
+        if self.crop_masks is None:
+            corners = crops.overlapping(raw.shape, len(self.transform.policies))
+        elif label == self.good_label:
+            corners = [crops.random(raw.shape)]
+        elif self.crop_masks[index] is None:
+            return [self.store.finish(raw)] * count  # whole frame, letterboxed by the policy
+        else:
+            corners = [crops.containing(raw.shape, self._defect_points(index, raw.shape))]
+        corners += corners[:1] * (count - len(corners))  # the clean view: the first window
+        return [self.store.finish(cut(raw, corner, crops.size), raw) for corner in corners]
 
-    A good image without a mask file is all 0; any other image without one (a defect whose
-    mask is missing, or an unknown label) is all -1, "unknown", which pixel metrics leave out.
-    """
-    if path is None:
-        return torch.full((1, *size), 0.0 if good else -1.0)
+    def _defect_points(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
+        if index not in self._points:
+            points = defect_points(_read_mask_file(self.crop_masks[index]), shape[:2])
+            if len(points) == 0:
+                raise BadImageError(
+                    f"mask {self.crop_masks[index]} marks no defect pixel for the defect image "
+                    f"{self.store.paths[index]}; fix the mask or delete it"
+                )
+            self._points[index] = points
+        return self._points[index]
+
+
+def _read_mask_file(path: str) -> np.ndarray:
     raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise BadImageError(f"cannot read mask {path}")
-    if raw.ndim == 3:
-        raw = raw.max(axis=2)
-    resized = cv2.resize((raw > 0).astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST)
-    return torch.from_numpy(resized.astype(np.float32))[None]
+    return raw.max(axis=2) if raw.ndim == 3 else raw
+
+
+def load_mask(path: str | None, good: bool, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 ``H x W`` defect mask at the image's ``shape``: 1 defect, 0 good pixels.
+
+    A mask file of another size is resized to ``shape`` (nearest). A good image without a mask
+    file is all 0; any other image without one (a defect whose mask is missing, or an unknown
+    label) is all -1, "unknown", which pixel metrics leave out.
+    """
+    if path is None:
+        return np.full(shape, 0.0 if good else -1.0, dtype=np.float32)
+    binary = (_read_mask_file(path) > 0).astype(np.uint8)
+    if binary.shape != tuple(shape):
+        binary = cv2.resize(binary, shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return binary.astype(np.float32)
+
+
+def read_mask(path: str | None, good: bool, size: tuple[int, int]) -> torch.Tensor:
+    """A defect mask ``(1, H, W)`` resized to ``size`` (nearest, no letterbox); see
+    :func:`load_mask` for the values."""
+    return torch.from_numpy(load_mask(path, good, size))[None]
 
 
 def worker_init_fn(worker_id: int) -> None:

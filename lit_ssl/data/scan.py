@@ -1,14 +1,16 @@
-"""Decode every file once at setup: find bad files early, infer the bit depth, optionally cache.
+"""Decode every file once at setup: find bad files early, infer the bit depth, cache to a budget.
 
 Bad files (empty, truncated, not an image, float images with NaN/infinity or values above 255)
-are found here, before training, instead of crashing
-an epoch halfway. Decoding runs in a thread pool (OpenCV and tifffile release the GIL). When the
-decoded arrays (native dtype, before resizing) fit in ``cache_limit_mb`` they are kept, so the
-per-sample path never touches the disk again.
+are found here, before training, instead of crashing an epoch halfway. Decoding runs in a
+thread pool (OpenCV and tifffile release the GIL). Decoded arrays (native dtype, before any
+crop or resize: 16-bit frames stay 16-bit) are kept in memory until the byte budget
+(``cache_limit_mb``; default :func:`default_cache_limit_mb`, a quarter of the machine's RAM) is
+used; the rest is read from disk on every access. :func:`cache_notice` says how it split.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -16,7 +18,25 @@ import numpy as np
 
 from lit_ssl.data.io import BadImageError, Decoded, decode
 
-__all__ = ["ScanResult", "scan_files"]
+__all__ = [
+    "CACHE_RAM_FRACTION",
+    "ScanResult",
+    "cache_notice",
+    "default_cache_limit_mb",
+    "scan_files",
+]
+
+CACHE_RAM_FRACTION = 0.25
+_FALLBACK_MB = 1024.0  # where the physical memory cannot be read
+
+
+def default_cache_limit_mb() -> float:
+    """A quarter of the physical memory (``os.sysconf``), in MiB; 1024 where unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return _FALLBACK_MB
+    return CACHE_RAM_FRACTION * total / 2**20 if total > 0 else _FALLBACK_MB
 
 
 @dataclass
@@ -29,7 +49,12 @@ class ScanResult:
         declared_bits: Smallest bits-per-sample a 16-bit TIFF declared (None if none did).
         max_float: Largest value seen in float files (None if there is none).
         multipage: Multi-page TIFFs (only their page 0 is used), sorted.
-        cache: Decoded arrays by path, or None when they did not fit the limit.
+        cache: Decoded arrays by path (those that fit the budget), or None when nothing is
+            cached (``cache_images=False``, or not scanned).
+        cached_bytes: Bytes held by ``cache``.
+        uncached: Readable files left out of the cache (read from disk when needed).
+        limit_mb: The budget the cache was filled to (None: unlimited, or no cache).
+        largest: ``(height, width)``: the tallest and the widest frame seen.
     """
 
     bad: dict[str, str] = field(default_factory=dict)
@@ -38,6 +63,10 @@ class ScanResult:
     max_float: float | None = None
     multipage: list[str] = field(default_factory=list)
     cache: dict[str, np.ndarray] | None = None
+    cached_bytes: int = 0
+    uncached: int = 0
+    limit_mb: float | None = None
+    largest: tuple[int, int] = (0, 0)
 
 
 def _decode(path: str) -> tuple[str, Decoded | None, str | None]:
@@ -49,6 +78,8 @@ def _decode(path: str) -> tuple[str, Decoded | None, str | None]:
 
 def _record(result: ScanResult, path: str, decoded: Decoded) -> None:
     image, declared = decoded.image, decoded.declared_bits
+    tall, wide = result.largest
+    result.largest = (max(tall, image.shape[0]), max(wide, image.shape[1]))
     if decoded.pages > 1:
         result.multipage.append(path)
     if image.dtype.kind == "f":
@@ -60,35 +91,66 @@ def _record(result: ScanResult, path: str, decoded: Decoded) -> None:
         result.declared_bits = min(declared, result.declared_bits or declared)
 
 
+def _keep(result: ScanResult, path: str, image: np.ndarray, budget: float | None) -> None:
+    if result.cache is None:
+        return
+    if budget is not None and result.cached_bytes + image.nbytes > budget:
+        result.uncached += 1
+        return
+    result.cache[path] = image
+    result.cached_bytes += image.nbytes
+
+
 def scan_files(
-    paths: list[str], cache: bool | None, cache_limit_mb: float, threads: int
+    paths: list[str], cache: bool | None, cache_limit_mb: float | None, threads: int
 ) -> ScanResult:
-    """Decode every path once.
+    """Decode every path once, keeping decoded arrays in memory up to a byte budget.
 
     Args:
         paths: Image files.
-        cache: True keeps every decoded array, False none, None keeps them if they fit.
-        cache_limit_mb: Memory limit for ``cache=None``.
+        cache: True keeps every decoded array (no budget), False none, None keeps them in
+            path order while they fit in ``cache_limit_mb`` (each array that would exceed it
+            is left to the disk; a smaller later one may still fit).
+        cache_limit_mb: The budget for ``cache=None``, in MiB; None means
+            :func:`default_cache_limit_mb`.
         threads: Decoding threads.
 
     Returns:
         The scan result.
     """
     result = ScanResult(cache={} if cache is not False else None)
-    used = 0
+    if cache is None:
+        result.limit_mb = default_cache_limit_mb() if cache_limit_mb is None else cache_limit_mb
+    budget = None if result.limit_mb is None else result.limit_mb * 2**20
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for path, decoded, error in pool.map(_decode, paths):
             if decoded is None:
                 result.bad[path] = error or "unreadable"
                 continue
             _record(result, path, decoded)
-            image = decoded.image
-            if result.cache is None:
-                continue
-            used += image.nbytes
-            if cache is None and used > cache_limit_mb * 2**20:
-                result.cache = None
-            else:
-                result.cache[path] = image
+            _keep(result, path, decoded.image, budget)
     result.multipage.sort()
     return result
+
+
+def _mib(value: float) -> str:
+    return f"{value:.1f} MiB" if value < 10 else f"{value:.0f} MiB"
+
+
+def cache_notice(result: ScanResult, default_budget: bool) -> str | None:
+    """The one-line notice when the budget left images on disk (None when all fit).
+
+    Args:
+        result: A scan with ``cache=None`` semantics (``limit_mb`` set).
+        default_budget: Whether the budget is the RAM-fraction default.
+    """
+    if result.cache is None or result.uncached == 0 or result.limit_mb is None:
+        return None
+    cached = len(result.cache)
+    origin = f"{CACHE_RAM_FRACTION:.0%} of RAM" if default_budget else "cache_limit_mb"
+    return (
+        f"image cache: {cached} decoded image(s) kept in memory "
+        f"({_mib(result.cached_bytes / 2**20)}), {result.uncached} read from disk on every "
+        f"access: the budget is {_mib(result.limit_mb)} ({origin}); raise it with "
+        "cache_limit_mb (--data.cache_limit_mb) or set cache_images=False to cache nothing"
+    )

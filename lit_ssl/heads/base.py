@@ -78,6 +78,15 @@ class SSLHead(nn.Module):
     def build(self, backbone: Backbone) -> None:
         """Create the modules that depend on the backbone (dimensions, teacher copies)."""
 
+    def configure_image_size(self, image_size: int | None) -> None:
+        """Size the modules that depend on the input's side (called before training).
+
+        ``SSLModule.setup`` calls it with the datamodule's ``image_size`` (``None`` when the
+        data does not say), after ``build`` and before the optimizer and any checkpoint
+        weights are loaded. Most heads work at any size and ignore it; the
+        ``DenoisingAutoencoder`` builds its decoder for that size here.
+        """
+
     def forward(
         self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
     ) -> HeadOutput:

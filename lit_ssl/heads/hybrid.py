@@ -90,6 +90,10 @@ class Hybrid(SSLHead):
         self.reconstruction.build(backbone)
         self.joint_embedding.build(backbone)
 
+    def configure_image_size(self, image_size: int | None) -> None:
+        self.reconstruction.configure_image_size(image_size)
+        self.joint_embedding.configure_image_size(image_size)
+
     def forward(
         self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
     ) -> HeadOutput:

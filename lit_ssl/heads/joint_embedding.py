@@ -86,6 +86,10 @@ class VICReg(_TwoViewProjectionHead):
         sim_weight: invariance weight (lambda).
         var_weight: variance weight (mu).
         cov_weight: covariance weight (nu).
+        convention: ``"paper"`` (Algorithm 1 of the paper) or ``"released"`` (the authors'
+            code, https://github.com/facebookresearch/vicreg: the variance term halved).
+            Hyperparameters copied from the released code assume ``"released"``; see
+            :data:`lit_ssl.losses.Convention`.
     """
 
     min_batch_size = 2  # batch statistics / negatives
@@ -98,12 +102,15 @@ class VICReg(_TwoViewProjectionHead):
         sim_weight: float = 25.0,
         var_weight: float = 25.0,
         cov_weight: float = 1.0,
+        convention: losses.Convention = "paper",
     ) -> None:
         super().__init__(hidden_dim, out_dim, num_layers)
+        losses._check_convention(convention)
         self.weights = (sim_weight, var_weight, cov_weight)
+        self.convention = convention
 
     def loss_terms(self, z1: Tensor, z2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        terms = losses.vicreg_terms(z1, z2)
+        terms = losses.vicreg_terms(z1, z2, convention=self.convention)
         loss = losses.vicreg_weighted(terms, *self.weights)
         return loss, {name: value.detach() for name, value in terms.items()}
 
@@ -115,7 +122,11 @@ class BarlowTwins(_TwoViewProjectionHead):
         hidden_dim: projector width (8192 in the paper).
         out_dim: projector output dimension.
         num_layers: projector depth.
-        lambd: weight of the off-diagonal (redundancy reduction) term.
+        lambd: weight of the off-diagonal (redundancy reduction) term (the released code's
+            default is 0.0051).
+        convention: ``"paper"`` (Algorithm 1: unbiased std) or ``"released"`` (the authors'
+            code, https://github.com/facebookresearch/barlowtwins: ``BatchNorm1d``, biased
+            std + 1e-5); see :data:`lit_ssl.losses.Convention`.
     """
 
     min_batch_size = 2  # batch statistics / negatives
@@ -126,12 +137,16 @@ class BarlowTwins(_TwoViewProjectionHead):
         out_dim: int = 2048,
         num_layers: int = 3,
         lambd: float = 5e-3,
+        convention: losses.Convention = "paper",
     ) -> None:
         super().__init__(hidden_dim, out_dim, num_layers)
+        losses._check_convention(convention)
         self.lambd = lambd
+        self.convention = convention
 
     def loss_terms(self, z1: Tensor, z2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return losses.barlow_twins(z1, z2, lambd=self.lambd), {}
+        loss = losses.barlow_twins(z1, z2, lambd=self.lambd, convention=self.convention)
+        return loss, {}
 
 
 class BYOL(SSLHead):

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -306,9 +307,18 @@ class DenoisingAutoencoder(SSLHead):
     image (the data's clean last view) is minimised: the deep analogue of the linear
     reconstruction objective of Van Assel et al. 2025 (Thm 3.1).
 
+    The decoder is sized for the images it will see, so it never decodes more pixels than
+    the data has: from ``image_size`` if given, else the backbone's fixed ``image_size``
+    (ViTs), else the datamodule's ``image_size`` (``SSLModule.setup`` calls
+    :meth:`configure_image_size`, before the optimizer and any checkpoint are loaded; the
+    size is then recorded in the head's arguments, so checkpoints rebuild the same decoder).
+    A side ``s * 2^k`` with ``3 <= s <= 8`` (32, 48, 64, 96, 128, 224, 256, ...) is decoded
+    exactly; other sides (and non-square batches) are decoded at the next such side and
+    resized bilinearly (:attr:`output_size` says which).
+
     Args:
-        image_size: image side the decoder is sized for (``2^k * 4`` pixels, then resized
-            to the batch's size). Default: the backbone's ``image_size``, else 224.
+        image_size: image side the decoder is built for. Default: the backbone's
+            ``image_size``, else the data's (see above).
         decoder_channels: channels of the first decoder stage (halved at every upsampling,
             at least 16).
     """
@@ -316,7 +326,8 @@ class DenoisingAutoencoder(SSLHead):
     family = "reconstruction"
     num_views = 1
     clean_view = True
-    start_size = 4
+    start_size = 4  # the smallest ``image_size``
+    exact_start = (3, 8)  # start grids tried for an exact decoder (smallest Linear first)
 
     def __init__(self, image_size: int | None = None, decoder_channels: int = 256) -> None:
         super().__init__()
@@ -327,14 +338,71 @@ class DenoisingAutoencoder(SSLHead):
         self.image_size = image_size
         self.decoder_channels = decoder_channels
         self.decoder: nn.Module | None = None
+        self.layout: tuple[int, int] | None = None  # (start grid side, upsampling stages)
+        self._dims: tuple[int, int] | None = None  # (backbone embed_dim, in_chans)
+
+    @classmethod
+    def decoder_layout(cls, image_size: int) -> tuple[int, int]:
+        """``(start grid side s, upsampling stages k)`` of the decoder for ``image_size``.
+
+        The smallest output side ``s * 2^k >= image_size`` with ``s`` in ``exact_start`` and
+        ``k >= 1`` (``image_size`` itself when it has that form), the most stages first.
+
+        Example:
+            >>> [DenoisingAutoencoder.decoder_layout(n) for n in (32, 48, 224, 72)]
+            [(4, 3), (3, 4), (7, 5), (5, 4)]
+        """
+        low, high = cls.exact_start
+        options = [
+            (side * 2**k, -k, side)
+            for k in range(1, max(2, math.ceil(math.log2(image_size)) + 1))
+            for side in range(low, high + 1)
+            if side * 2**k >= image_size
+        ]
+        _, minus_k, side = min(options)
+        return side, -minus_k
+
+    @property
+    def output_size(self) -> int | None:
+        """Side of the images the decoder produces (``None`` until it is built)."""
+        return None if self.layout is None else self.layout[0] * 2 ** self.layout[1]
 
     def build(self, backbone: Backbone) -> None:
-        size = self.image_size or backbone.image_size or 224
-        num_up = max(1, math.ceil(math.log2(size / self.start_size)))
+        self._dims = (backbone.embed_dim, backbone.in_chans)
+        size = self.image_size or backbone.image_size
+        if size is not None:
+            self._build_decoder(self.decoder_layout(size))
+
+    def configure_image_size(self, image_size: int | None) -> None:
+        """Build the decoder for the data's ``image_size`` unless it already has a size.
+
+        With no size anywhere (plain dataloaders, no ``image_size`` argument) the decoder
+        is built for 224 px with a warning: images of another side are then resized.
+        """
+        if self.decoder is not None:
+            if image_size is not None and self.output_size != image_size:
+                rank_zero_warn(
+                    f"DenoisingAutoencoder decodes {self.output_size} px and resizes to the "
+                    f"data's {image_size} px: pass image_size={image_size} to the head."
+                )
+            return
+        if image_size is None:
+            rank_zero_warn(
+                "DenoisingAutoencoder does not know the image size (no image_size argument, "
+                "none on the backbone or the datamodule): decoding 224 px and resizing. Pass "
+                "DenoisingAutoencoder(image_size=...) to decode your images' size directly."
+            )
+        self.image_size = image_size or 224
+        self._init_args["image_size"] = self.image_size  # checkpoints rebuild this decoder
+        self._build_decoder(self.decoder_layout(self.image_size))
+
+    def _build_decoder(self, layout: tuple[int, int]) -> None:
+        if self._dims is None:
+            raise RuntimeError("DenoisingAutoencoder.build(backbone) must be called first.")
+        (embed_dim, in_chans), (s, num_up) = self._dims, layout
         channels = [max(self.decoder_channels // 2**i, 16) for i in range(num_up + 1)]
-        s = self.start_size
         layers: list[nn.Module] = [
-            nn.Linear(backbone.embed_dim, channels[0] * s * s),
+            nn.Linear(embed_dim, channels[0] * s * s),
             nn.Unflatten(1, (channels[0], s, s)),
             nn.BatchNorm2d(channels[0]),
             nn.ReLU(inplace=True),
@@ -345,14 +413,26 @@ class DenoisingAutoencoder(SSLHead):
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]
-        layers.append(nn.Conv2d(channels[-1], backbone.in_chans, kernel_size=3, padding=1))
+        layers.append(nn.Conv2d(channels[-1], in_chans, kernel_size=3, padding=1))
         self.decoder = nn.Sequential(*layers)
+        self.layout = layout
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Rebuild the decoder in the stored layout first (fresh head, older checkpoints)."""
+        layout = _stored_layout(state_dict, prefix + "decoder.")
+        if layout is not None and layout != self.layout and self._dims is not None:
+            self._build_decoder(layout)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self, backbone: Backbone, views: list[Tensor], return_reconstructions: bool = False
     ) -> HeadOutput:
         if self.decoder is None:
-            raise RuntimeError("DenoisingAutoencoder.build(backbone) must be called first.")
+            raise RuntimeError(
+                "DenoisingAutoencoder's decoder is not built: it is sized for the images. "
+                "Pass image_size=... to the head, train through SSLModule with a datamodule "
+                "that has an image_size, or call head.configure_image_size(side) first."
+            )
         if len(views) < 2:
             raise ValueError(
                 "DenoisingAutoencoder needs the augmented view and the clean (un-augmented) "
@@ -376,3 +456,18 @@ class DenoisingAutoencoder(SSLHead):
         return HeadOutput(
             loss=loss, terms={}, embeddings=features, features=features, reconstructions=recon
         )
+
+
+def _stored_layout(state_dict: dict[str, Tensor], prefix: str) -> tuple[int, int] | None:
+    """``(start side, stages)`` of a stored DenoisingAutoencoder decoder, if there is one.
+
+    The decoder is ``Linear, Unflatten, BatchNorm, ReLU``, three modules per upsampling
+    stage, then the output ``Conv2d``: the index of that conv gives the stages, the Linear's
+    width over the first BatchNorm's channels the start grid.
+    """
+    linear, norm = state_dict.get(prefix + "0.weight"), state_dict.get(prefix + "2.weight")
+    if linear is None or norm is None:
+        return None
+    indices = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
+    side = math.isqrt(linear.shape[0] // norm.shape[0])
+    return side, (max(indices) - 4) // 3

@@ -23,6 +23,7 @@ __all__ = [
     "Tree",
     "write_class_folders",
     "write_csv_manifest",
+    "write_highres",
     "write_mvtec",
     "write_new_images",
     "write_unlabeled",
@@ -245,4 +246,47 @@ def write_new_images(root: Path, seed: int = 5) -> Tree:
     unreadable = root / "part_999.png"
     unreadable.write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(64))  # a PNG signature, then garbage
     tree.broken.append(unreadable)
+    return tree
+
+
+HIGHRES = 1024  # side of the high-resolution frames
+STRIP = (256, 2048)  # height x width of the line-scan strip
+
+
+def _highres_frame(
+    rng: np.random.Generator, height: int, width: int, defect: bool
+) -> tuple[np.ndarray, tuple[int, int, int] | None]:
+    """A 16-bit mono frame: a brushed texture under a slow illumination gradient and sensor
+    noise; a defect is one bright or dark 10-20 px spot (returned as ``(y, x, size)``)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    tilt = rng.uniform(-0.15, 0.15, size=2) / max(height, width)
+    image = 0.45 + tilt[0] * yy + tilt[1] * xx
+    image += 0.04 * np.repeat(rng.standard_normal((1, width)), height, axis=0)  # brushed lines
+    image += 0.02 * rng.standard_normal((height, width))
+    spot = None
+    if defect:
+        size = int(rng.integers(10, 21))
+        y, x = int(rng.integers(0, height - size)), int(rng.integers(0, width - size))
+        image[y : y + size, x : x + size] += rng.choice([-0.3, 0.3])
+        spot = (y, x, size)
+    return np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16), spot
+
+
+def write_highres(root: Path, seed: int = 6, per_class: int = 6) -> Tree:
+    """High-resolution class folders: ``good/`` and ``defect/`` with ``per_class`` 1024 x 1024
+    16-bit mono TIFFs each (a 10-20 px spot on every defect frame) and one 256 x 2048 line-scan
+    strip in ``good/``."""
+    rng = np.random.default_rng(seed)
+    tree = Tree(root)
+    frames = [("good", False)] * per_class + [("defect", True)] * per_class
+    for i, (name, defect) in enumerate(frames):
+        path = root / name / f"frame_{i:03d}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, _highres_frame(rng, HIGHRES, HIGHRES, defect)[0])
+        tree.readable.append(path)
+        tree.labels[path] = name
+    strip = root / "good" / "strip_000.tif"
+    tifffile.imwrite(strip, _highres_frame(rng, *STRIP, defect=False)[0])
+    tree.readable.append(strip)
+    tree.labels[strip] = "good"
     return tree

@@ -1,0 +1,102 @@
+"""Heat-map PNGs of a tiled classifier's tile scores, one per flagged image.
+
+A heat map shows, side by side, the frame as the model saw it (left) and the same frame with
+the tile defect scores laid over it (right): every pixel takes the highest score of the tiles
+covering it (the image rule is the maximum too), on a fixed 0..1 scale (black/purple = 0,
+yellow = 1; comparable across images), blended more strongly where the score is high.
+Tiles of grid padding (outside the frame) are cut away.
+
+``PredictionsCSVWriter`` writes them during ``trainer.predict`` into ``heatmaps/`` next to
+``predictions.csv`` (each DDP rank its own images) and names them in the ``heatmap`` column.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["HEATMAP_DIR", "heatmap_name", "pixel_scores", "render_heatmap", "write_heatmap"]
+
+HEATMAP_DIR = "heatmaps"
+# an inferno-like colour map: (position, RGB)
+_ANCHORS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_COLOURS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def heatmap_name(path: str | None, root: str | Path | None = None, index: int = 0) -> str:
+    """File name of an image's heat map: its path (below ``root`` when inside it) with the
+    folders joined by ``__``, plus ``.png``; ``image_<index>.png`` without a path.
+
+    Example:
+        >>> heatmap_name("/data/line3/scratch/007.tif", "/data/line3")
+        'scratch__007.tif.png'
+    """
+    if path is None:
+        return f"image_{index:06d}.png"
+    file = Path(path)
+    parts = file.parts
+    if root is not None:
+        try:
+            parts = file.resolve().relative_to(Path(root).resolve()).parts
+        except ValueError:  # not below root: the whole path
+            pass
+    parts = [p for p in parts if p not in (file.anchor, "", ".", "..")]
+    return "__".join(_UNSAFE.sub("_", p) for p in parts) + ".png"
+
+
+def pixel_scores(tile_map: Tensor | np.ndarray, height: int, width: int, tile: int, stride: int):
+    """Per-pixel scores ``(height, width)``: the highest score of the tiles covering a pixel.
+
+    Args:
+        tile_map: ``(rows, cols)`` tile scores in row-major tile order.
+        height: frame height (before the grid's padding).
+        width: frame width.
+        tile: tile size.
+        stride: tile stride.
+    """
+    scores = np.asarray(tile_map, dtype=np.float32)
+    rows, cols = scores.shape
+    ys, xs = np.arange(height), np.arange(width)
+    cover_y = (ys[None] >= np.arange(rows)[:, None] * stride) & (
+        ys[None] < np.arange(rows)[:, None] * stride + tile
+    )
+    cover_x = (xs[None] >= np.arange(cols)[:, None] * stride) & (
+        xs[None] < np.arange(cols)[:, None] * stride + tile
+    )
+    per_row = np.where(cover_x[None], scores[:, :, None], -np.inf).max(axis=1)  # (rows, W)
+    return np.where(cover_y[:, :, None], per_row[:, None, :], -np.inf).max(axis=0)
+
+
+def _colour(values: np.ndarray) -> np.ndarray:
+    values = np.clip(values, 0.0, 1.0)
+    return np.stack([np.interp(values, _ANCHORS, _COLOURS[:, c]) for c in range(3)], axis=-1)
+
+
+def render_heatmap(image: Tensor | np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``uint8 (H, 2W, 3)``: the image (``(C, H, W)`` in [0, 1]) and the coloured overlay."""
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels = pixels.mean(axis=0) if pixels.shape[0] != 3 else pixels.transpose(1, 2, 0)
+    rgb = np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+    rgb = np.clip(rgb, 0.0, 1.0) * 255.0
+    alpha = (0.25 + 0.5 * np.clip(scores, 0.0, 1.0))[..., None]
+    overlay = (1.0 - alpha) * rgb + alpha * _colour(scores)
+    return np.round(np.concatenate([rgb, overlay], axis=1)).astype(np.uint8)
+
+
+def write_heatmap(
+    path: str | Path, image: Tensor, tile_map: Tensor, tile: int, stride: int
+) -> Path:
+    """Write the heat map PNG of one frame ``(C, H, W)`` and its ``(rows, cols)`` tile scores."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = image.detach().float().cpu()
+    scores = pixel_scores(tile_map.detach().cpu(), image.shape[-2], image.shape[-1], tile, stride)
+    Image.fromarray(render_heatmap(image.numpy(), scores)).save(path, format="PNG")
+    return path
