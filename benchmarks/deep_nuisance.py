@@ -699,7 +699,7 @@ def section_text(results: dict, tab: str, cmd: str, img: Path, reading: str) -> 
 LONG = {
     "levels": [0.0, 1.0, 1.5],
     "seeds": [0, 1, 2],
-    "steps": 1500,
+    "steps": 1000,
     "probe_at": [64, 300],
     "methods": ["MaskedReconstruction", "VICReg", "random frozen"],
     "n_pretrain": 1024,
@@ -768,8 +768,9 @@ def long_data(level: float, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray
 def run_long(json_path: Path) -> None:
     """Train and probe every long-budget (seed, level, policy, method) missing from the JSON.
 
-    Seed-major order with the extreme levels first, so a partial run already has whole
-    seeds; every run is saved as soon as it finishes.
+    Order: the aligned policy first (all seeds), then alpha = 0; within a seed the extreme
+    levels first, so a partial run already answers the main question; every run is saved
+    as soon as it finishes.
     """
     long, folder = load_long(json_path), Path(tempfile.mkdtemp(prefix="deep_long_"))
     by_name = {m.name: m for m in METHODS}
@@ -779,28 +780,28 @@ def run_long(json_path: Path) -> None:
         long["wall_s"] = round(base + time.perf_counter() - t_start, 1)
         save_long(json_path, long)
 
-    for seed in LONG["seeds"]:
-        cfg = Config(
-            levels=LONG["levels"],
-            steps=LONG["steps"],
-            n_pretrain=LONG["n_pretrain"],
-            n_probe=LONG["n_probe"],
-            batch_size=LONG["batch_size"],
-            lr=LONG["lr"],
-            seed=seed,
-        )
-        for level in level_order(LONG["levels"]):
-            if f"{level:g}" not in long["energy"]:
-                long["energy"][f"{level:g}"] = measure_energy(
-                    level, n=128, image_size=IMAGE_SIZE, material="mixed", seed=0
-                )
-            data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            for pol in POLICIES:
+    for pol in POLICIES:  # aligned first: the paper's ordering is about it
+        for seed in LONG["seeds"]:
+            cfg = Config(
+                levels=LONG["levels"],
+                steps=LONG["steps"],
+                n_pretrain=LONG["n_pretrain"],
+                n_probe=LONG["n_probe"],
+                batch_size=LONG["batch_size"],
+                lr=LONG["lr"],
+                seed=seed,
+            )
+            for level in level_order(LONG["levels"]):
+                if f"{level:g}" not in long["energy"]:
+                    long["energy"][f"{level:g}"] = measure_energy(
+                        level, n=128, image_size=IMAGE_SIZE, material="mixed", seed=0
+                    )
+                data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
                 for name in LONG["methods"]:
                     key, method = long_key(name, level, pol, seed), by_name[name]
                     if key in long["runs"]:
                         continue
-                    if method.kind == "random" and pol == "alpha0":
+                    if method.kind == "random" and pol == "alpha0":  # no policy involved
                         long["runs"][key] = long["runs"][long_key(name, level, "aligned", seed)]
                         continue
                     data = data or long_data(level, seed)
@@ -808,11 +809,11 @@ def run_long(json_path: Path) -> None:
                     save()
                     r = long["runs"][key]
                     print(
-                        f"seed {seed} nuisance {level:g} {pol:7s} {name:22s} AUROC "
+                        f"{pol:7s} seed {seed} nuisance {level:g} {name:22s} AUROC "
                         f"{r['auroc']:.3f} at {r['probes']} ({r['train_s']:.0f} s)",
                         flush=True,
                     )
-            save()
+                save()
 
 
 def long_run(
@@ -966,7 +967,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget",
         choices=("default", "long"),
         default="default",
-        help="long: MaskedReconstruction vs VICReg, 1500 steps, 3 seeds (~40 min, 2 idle cores)",
+        help="long: MaskedReconstruction vs VICReg, 1000 steps, 3 seeds (~40 min, 2 idle cores)",
     )
     p.add_argument("--levels", type=float, nargs="+", default=None)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method")

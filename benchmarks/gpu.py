@@ -185,7 +185,7 @@ def measure(cfg: Settings, step: Step, compiled: bool) -> dict:
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(cfg.device) if cfg.device.type == "cuda" else None
     if compiled:
-        torch._dynamo.reset()  # drop the graphs (and the modules they hold)
+        torch.compiler.reset()  # drop the graphs (and the modules they hold)
     return {"ips": cfg.batch_size / statistics.median(times), "peak_gib": _gib(peak)}
 
 
@@ -209,7 +209,7 @@ def head_rows(cfg: Settings, names: list[str], compile_: bool, budget_s: float) 
             except Exception as err:  # torch.compile's failures vary by version and model
                 if mode == "eager":
                     raise
-                torch._dynamo.reset()
+                torch.compiler.reset()
                 text = str(err).strip()
                 first = text.splitlines()[0][:120] if text else ""
                 row["note"] = f"torch.compile failed ({type(err).__name__}: {first}); see eager"

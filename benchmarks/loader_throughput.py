@@ -49,7 +49,7 @@ import torch
 
 from lit_ssl.data import FactoryDataModule
 
-HR_SIDE, HR_CROP, HR_BATCH, HR_MODEL = 2048, 256, 16, "resnet10t"
+HR_SIDE, HR_CROP, HR_BATCH, HR_MODEL = 2048, 256, 16, "test_resnet"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -100,17 +100,17 @@ def measure(root: Path, size: int, workers: int, batch_size: int, cache: bool | 
 
 def _markdown(results: dict) -> str:
     """The page, from the stored numbers."""
-    workers, rates = results["workers"], results["images_per_s"]
+    workers, rates = results.get("workers", []), results.get("images_per_s", {})
     rows = [
         [f"{size} px", *(f"{rates[str(size)][str(w)]:.0f}" for w in workers)]
-        for size in results["sizes"]
+        for size in results.get("sizes", [])
     ]
     header = ["image size", *(f"{w} workers" for w in workers)]
     return common.render(
         "loader_throughput",
-        results,
-        cache="in-memory cache" if results["cache"] else "decoded from disk every epoch",
-        load=f"{results['load']:.1f}",
+        {"command": "n/a", "batch_size": "n/a", "source": "n/a", "machine": "n/a", **results},
+        cache="in-memory cache" if results.get("cache") else "decoded from disk every epoch",
+        load=f"{results.get('load', float('nan')):.1f}",
         table=common.markdown_table(header, ["---"] * len(header), rows),
         **_highres_fields(results.get("highres")),
     )
@@ -246,9 +246,21 @@ def _highres_row(root: Path, workers: int, cache: bool, step: _Step, batches: in
     return {**row, "loader_ips": loader_ips, "step_ips": step_ips, "wait_share": wait / total}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory: ``VmHWM`` (Linux; reset by exec, unlike
+    ``ru_maxrss``, which keeps the forking parent's peak), else ``getrusage``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_probe(root: str, budget_mb: float) -> dict:
     """In this (fresh) process: set up every frame under ``root`` with the budget; peak RSS."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _peak_rss_mb()
     start = time.perf_counter()
     dm = FactoryDataModule(
         root=root, crop_size=HR_CROP, image_size=HR_CROP, in_chans=1, cache_limit_mb=budget_mb
@@ -262,7 +274,7 @@ def rss_probe(root: str, budget_mb: float) -> dict:
         "uncached": len(store) - cached,
         "budget_mb": budget_mb,
         "base_mb": base,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": _peak_rss_mb(),
         "setup_s": time.perf_counter() - start,
     }
 

@@ -246,7 +246,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         self.register_buffer("threshold_from_validation", torch.tensor(False))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))
         self._seen_size: tuple[int, int] | None = None
-        self._size_from_eval = False  # tiles: the frame size of eval batches wins (see _record_size)
+        self._size_from_eval = False  # tiles: eval batches' frame size wins (_record_size)
         self.val_metrics = DefectMetrics(classes, self.good_index)
         self.test_metrics = DefectMetrics(classes, self.good_index, suffix="_at_threshold")
         self.val_scores = CatMetric(nan_strategy="disable")
@@ -364,9 +364,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         hp = self.hparams
         if hp.loss == "focal":
             return per_sample_focal(logits, labels, hp.focal_gamma, hp.label_smoothing)
-        return F.cross_entropy(
-            logits, labels, reduction="none", label_smoothing=hp.label_smoothing
-        )
+        return F.cross_entropy(logits, labels, reduction="none", label_smoothing=hp.label_smoothing)
 
     def _tile_loss(self, images: Tensor, labels: Tensor, masks: Tensor | None) -> Tensor:
         """Class-weighted mean over images of ``tiles.tile_image_losses`` (MIL / mask tiles)."""

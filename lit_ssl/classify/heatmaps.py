@@ -12,6 +12,7 @@ Tiles of grid padding (outside the frame) are cut away.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -43,10 +44,8 @@ def heatmap_name(path: str | None, root: str | Path | None = None, index: int = 
     file = Path(path)
     parts = file.parts
     if root is not None:
-        try:
+        with contextlib.suppress(ValueError):  # not below root: the whole path
             parts = file.resolve().relative_to(Path(root).resolve()).parts
-        except ValueError:  # not below root: the whole path
-            pass
     parts = [p for p in parts if p not in (file.anchor, "", ".", "..")]
     return "__".join(_UNSAFE.sub("_", p) for p in parts) + ".png"
 
@@ -98,5 +97,6 @@ def write_heatmap(
     path.parent.mkdir(parents=True, exist_ok=True)
     image = image.detach().float().cpu()
     scores = pixel_scores(tile_map.detach().cpu(), image.shape[-2], image.shape[-1], tile, stride)
-    Image.fromarray(render_heatmap(image.numpy(), scores)).save(path, format="PNG")
+    picture = Image.fromarray(render_heatmap(image.numpy(), scores))
+    picture.save(path, format="PNG", compress_level=1)  # big frames: speed over size
     return path

@@ -162,8 +162,9 @@ def tile_image_losses(
     mil = per_sample(best, labels)
     if tile_labels is None:
         return mil
-    flat = per_sample(tile_logits.reshape(batch * count, classes), tile_labels.clamp(min=0).flatten())
-    losses = flat.reshape(batch, count)
+    flat_labels = tile_labels.clamp(min=0).flatten()
+    losses = per_sample(tile_logits.reshape(batch * count, classes), flat_labels)
+    losses = losses.reshape(batch, count)
     is_defect = (tile_labels >= 0) & (tile_labels != good_index)
     is_good = tile_labels == good_index
     n_defect, n_good = is_defect.sum(dim=1), is_good.sum(dim=1)

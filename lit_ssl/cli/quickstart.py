@@ -1,16 +1,27 @@
 """``lit-ssl quickstart``: the end-to-end main job on the embedded synthetic factory data.
 
+Per seed:
+
 1. generate (once, cached) the synthetic MVTec-style factory dataset;
 2. pretrain a small backbone with a joint-embedding head (VICReg) on it, labels unused;
-3. fine-tune a ``DefectClassifier`` with ``DefectFinetuning`` on a small labelled subset;
-4. train the same classifier from random initialisation with the same budget;
-5. print defect AUROC / F1 / recall at the validation-chosen threshold for both.
+3. defect classification on a small labelled subset, one ``DefectClassifier`` per row, same
+   labels, epochs and augmentation: fine-tuned from the SSL backbone (``DefectFinetuning``),
+   supervised from scratch (whole network from epoch 0 at the full LR, BatchNorm in train
+   mode), a frozen random backbone with a linear head (the floor) and, with ``--weights``,
+   continued from the user's existing (e.g. ImageNet) weights;
+4. anomaly detection from the good images only (``AnomalyDetector``) on the SSL backbone and
+   on the random one.
+
+Then one table: median [min, max] over seeds, and the differences to the SSL row paired per
+seed, with which of them are larger than the seed spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +29,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from lit_ssl.anomaly import AnomalyDetector
 from lit_ssl.backbone import Backbone
 from lit_ssl.callbacks.finetune import DefectFinetuning
 from lit_ssl.callbacks.monitors import CollapseMonitor, EmbeddingPlot, FiniteLossGuard
@@ -38,11 +50,36 @@ TEST_KEYS = {
     "defect_recall": "test/defect_recall_at_threshold",
     "defect_precision": "test/defect_precision_at_threshold",
 }
+ANOMALY_KEYS = {"image_auroc": "test/image_auroc", "pixel_auroc": "test/pixel_auroc"}
+SSL = "self-supervised (VICReg)"
+SCRATCH = "supervised from scratch"
+FLOOR = "random frozen + linear head"
+CONTINUED = "continued from existing weights"
+ANOMALY_SSL = "anomaly: SSL backbone"
+ANOMALY_RANDOM = "anomaly: random backbone"
+LABELS = {
+    "auroc": "AUROC",
+    "average_precision": "AP",
+    "defect_f1": "defect F1",
+    "defect_recall": "defect recall",
+    "defect_precision": "defect precision",
+    "threshold": "threshold",
+    "image_auroc": "image AUROC",
+    "pixel_auroc": "pixel AUROC",
+}
+DIFF_METRICS = ("auroc", "defect_f1")  # differences to the SSL row reported for these
 
 
 @dataclass
 class QuickstartConfig:
-    """Budget of the quickstart; ``fast()`` is the sub-minute smoke version."""
+    """Budget of the quickstart; ``fast()`` is the sub-minute smoke version.
+
+    Attributes:
+        seeds: Number of seeds (``seed``, ``seed + 1``, ...); every row is rerun per seed.
+        weights: Existing weights file for the backbone (timm/ImageNet checkpoint or an
+            export); adds the "continued from existing weights" row. No network access.
+        coreset_fraction: Memory-bank coreset fraction of the anomaly detectors.
+    """
 
     backbone: str = "resnet10t"
     image_size: int = 64
@@ -55,6 +92,9 @@ class QuickstartConfig:
     projector_dim: int = 1024
     output: str = "runs/quickstart"
     seed: int = 0
+    seeds: int = 1
+    weights: str | None = None
+    coreset_fraction: float = 0.1
     metrics: dict = field(default_factory=dict)
 
     @classmethod
@@ -68,6 +108,7 @@ class QuickstartConfig:
             frozen_epochs=1,
             projector_dim=64,
             batch_size=32,
+            coreset_fraction=0.05,
         )
         return cls(**(base | kwargs))
 
@@ -86,7 +127,7 @@ def _trainer(folder: Path, name: str, epochs: int, callbacks: list, seed: int) -
     )
 
 
-def _data(cfg: QuickstartConfig, root: Path, task: str) -> FactoryDataModule:
+def _data(cfg: QuickstartConfig, root: Path, task: str, seed: int) -> FactoryDataModule:
     return FactoryDataModule(
         root=str(root),
         task=task,
@@ -94,92 +135,231 @@ def _data(cfg: QuickstartConfig, root: Path, task: str) -> FactoryDataModule:
         image_size=cfg.image_size,
         in_chans=3,
         batch_size=cfg.batch_size if task == "ssl" else 32,
-        label_fraction=1.0 if task == "ssl" else cfg.label_fraction,
-        seed=cfg.seed,
+        label_fraction=cfg.label_fraction if task == "classify" else 1.0,
+        seed=seed,
     )
 
 
-def pretrain(cfg: QuickstartConfig, root: Path, folder: Path) -> Path:
+def pretrain(cfg: QuickstartConfig, root: Path, folder: Path, seed: int) -> Path:
     """Pretrain with VICReg on the unlabeled images; returns the exported backbone file."""
+    L.seed_everything(seed, workers=True, verbose=False)
     head = VICReg(hidden_dim=cfg.projector_dim, out_dim=cfg.projector_dim)
     module = SSLModule(Backbone(cfg.backbone, image_size=cfg.image_size), head, lr=2e-3)
     callbacks = [CollapseMonitor(), EmbeddingPlot()]
-    trainer = _trainer(folder, "pretrain", cfg.ssl_epochs, callbacks, cfg.seed)
-    trainer.fit(module, datamodule=_data(cfg, root, "ssl"))
+    trainer = _trainer(folder, "pretrain", cfg.ssl_epochs, callbacks, seed)
+    trainer.fit(module, datamodule=_data(cfg, root, "ssl", seed))
     return module.export_backbone(folder / "pretrain" / "backbone.safetensors")
 
 
+def _recipe_callbacks(cfg: QuickstartConfig, recipe: str) -> list[L.Callback]:
+    """``finetune``: frozen then fine-tuned at 0.1x; ``frozen``: never unfrozen; ``scratch``:
+    no callback (the whole network trains from epoch 0 at the full LR, BatchNorm in train mode).
+    """
+    if recipe == "finetune":
+        return [DefectFinetuning(unfreeze_at_epoch=cfg.frozen_epochs, backbone_lr_factor=0.1)]
+    if recipe == "frozen":
+        return [DefectFinetuning(unfreeze_at_epoch=cfg.finetune_epochs + 1)]
+    return []
+
+
 def finetune(
-    cfg: QuickstartConfig, root: Path, folder: Path, name: str, weights: Path | None
+    cfg: QuickstartConfig,
+    root: Path,
+    folder: Path,
+    name: str,
+    backbone: Backbone | None,
+    recipe: str,
+    seed: int,
+    export: bool = False,
 ) -> dict[str, float]:
-    """Fine-tune a DefectClassifier (from ``weights`` or random init); test metrics."""
-    data = _data(cfg, root, "classify")
+    """Train one DefectClassifier row (``backbone`` None: random init); its test metrics."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    data = _data(cfg, root, "classify", seed)
     data.setup("fit")
     classifier = DefectClassifier(
-        backbone=cfg.backbone,
-        weights=str(weights) if weights else None,
+        backbone=backbone or Backbone(cfg.backbone, image_size=cfg.image_size),
         class_names=data.class_names,
-        image_size=cfg.image_size,
         lr=3e-3,
         threshold_mode="f1",
     )
-    finetuning = DefectFinetuning(unfreeze_at_epoch=cfg.frozen_epochs, backbone_lr_factor=0.1)
-    trainer = _trainer(folder, name, cfg.finetune_epochs, [finetuning], cfg.seed)
+    trainer = _trainer(folder, name, cfg.finetune_epochs, _recipe_callbacks(cfg, recipe), seed)
     trainer.fit(classifier, datamodule=data)
     results = trainer.test(classifier, datamodule=data, verbose=False)[0]
-    onnx_path = classifier.to_onnx(folder / name / "classifier.onnx")
     metrics = {key: float(results[TEST_KEYS[key]]) for key in METRICS}
     metrics["threshold"] = float(classifier.threshold)
-    metrics["onnx"] = str(onnx_path)
+    if export:
+        metrics["onnx"] = str(classifier.to_onnx(folder / name / "classifier.onnx"))
     return metrics
 
 
-def _table(rows: dict[str, dict[str, float]]) -> str:
-    header = f"{'initialisation':<26}" + "".join(f"{m:>19}" for m in METRICS) + f"{'threshold':>11}"
-    lines = [header, "-" * len(header)]
-    for name, metrics in rows.items():
-        values = "".join(f"{metrics[m]:>19.3f}" for m in METRICS)
-        lines.append(f"{name:<26}{values}{metrics['threshold']:>11.3f}")
-    return "\n".join(lines)
+def anomaly(
+    cfg: QuickstartConfig, root: Path, folder: Path, name: str, weights: Path | None, seed: int
+) -> dict[str, float]:
+    """Memory-bank anomaly detection from the good training images; image/pixel AUROC."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    detector = AnomalyDetector(
+        backbone=cfg.backbone,
+        weights=str(weights) if weights else None,
+        image_size=cfg.image_size,
+        coreset_fraction=cfg.coreset_fraction,
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="auto",
+        devices=1,
+        logger=CSVLogger(save_dir=str(folder), name=name, version=""),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    data = _data(cfg, root, "anomaly", seed)
+    trainer.fit(detector, datamodule=data)
+    results = trainer.test(detector, datamodule=data, verbose=False)[0]
+    return {key: float(results[k]) for key, k in ANOMALY_KEYS.items() if k in results}
 
 
-def run_quickstart(cfg: QuickstartConfig) -> dict[str, dict[str, float]]:
-    """Run the whole job; returns test metrics per initialisation and writes ``results.md``."""
-    start = time.perf_counter()
-    folder = Path(cfg.output)
-    folder.mkdir(parents=True, exist_ok=True)
-    root = default_dataset(nuisance=cfg.nuisance, image_size=max(64, cfg.image_size))
-    print(f"[1/4] synthetic factory data: {root}")
-    print(f"[2/4] self-supervised pretraining ({cfg.backbone}, VICReg, {cfg.ssl_epochs} epochs)")
-    weights = pretrain(cfg, root, folder)
-    print(f"[3/4] fine-tuning from the pretrained backbone ({cfg.label_fraction:.0%} of labels)")
-    rows = {"self-supervised (VICReg)": finetune(cfg, root, folder, "finetune_ssl", weights)}
-    print("[4/4] same classifier from random initialisation, same budget")
-    rows["random init"] = finetune(cfg, root, folder, "finetune_random", None)
-    minutes = (time.perf_counter() - start) / 60
-    table = _table(rows)
-    report = (
-        f"Test split of {root}, threshold chosen on validation ({cfg.label_fraction:.0%} of the "
-        f"training labels, {cfg.finetune_epochs} fine-tuning epochs):\n\n{table}\n\n"
+def run_seed(cfg: QuickstartConfig, root: Path, folder: Path, seed: int) -> dict[str, dict]:
+    """Every row of the table for one seed."""
+    print(
+        f"[seed {seed}] self-supervised pretraining ({cfg.backbone}, VICReg, {cfg.ssl_epochs} ep)"
+    )
+    weights = pretrain(cfg, root, folder, seed)
+    ssl_backbone = Backbone(cfg.backbone, image_size=cfg.image_size, weights=str(weights))
+    print(f"[seed {seed}] defect classification ({cfg.label_fraction:.0%} of labels): {SSL}")
+    rows = {SSL: finetune(cfg, root, folder, "finetune_ssl", ssl_backbone, "finetune", seed, True)}
+    print(f"[seed {seed}] {SCRATCH}, {FLOOR}")
+    rows[SCRATCH] = finetune(cfg, root, folder, "supervised_scratch", None, "scratch", seed)
+    rows[FLOOR] = finetune(cfg, root, folder, "random_frozen", None, "frozen", seed)
+    if cfg.weights:
+        print(f"[seed {seed}] {CONTINUED} ({cfg.weights})")
+        existing = Backbone(cfg.backbone, image_size=cfg.image_size, weights=cfg.weights)
+        rows[CONTINUED] = finetune(cfg, root, folder, "continued", existing, "finetune", seed)
+    print(f"[seed {seed}] anomaly detection from the good images only")
+    rows[ANOMALY_SSL] = anomaly(cfg, root, folder, "anomaly_ssl", weights, seed)
+    rows[ANOMALY_RANDOM] = anomaly(cfg, root, folder, "anomaly_random", None, seed)
+    return rows
+
+
+# ----------------------------------------------------------------------------- statistics
+def spread(values: Sequence[float], signed: bool = False) -> str:
+    """``median`` for one value, ``median [min, max]`` for several."""
+    fmt = "+.3f" if signed else ".3f"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:{fmt}}"
+    return f"{med:{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
+def beyond_spread(row: Sequence[float], ref: Sequence[float]) -> str:
+    """Whether the paired differences ``row - ref`` exceed the seed spread.
+
+    ``yes`` when every seed's difference has the same sign and the median difference is larger
+    than the range (max - min) of either row over the seeds; ``n/a`` with a single seed.
+    """
+    if len(row) < 2:
+        return "n/a (1 seed)"
+    diffs = [a - b for a, b in zip(row, ref, strict=True)]
+    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+    seed_range = max(max(row) - min(row), max(ref) - min(ref))
+    return "yes" if same_sign and abs(statistics.median(diffs)) > seed_range else "no"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def _diff(row: Sequence[float], ref: Sequence[float]) -> list[str]:
+    """Paired difference ``row - ref``: median [min, max], and whether beyond the spread."""
+    diffs = [a - b for a, b in zip(row, ref, strict=True)]
+    return [spread(diffs, signed=True), beyond_spread(row, ref)]
+
+
+def tables(per_seed: list[dict[str, dict]]) -> str:
+    """The three markdown tables: classification, paired differences, anomaly detection."""
+    names = list(per_seed[0])
+    values = {n: {k: [s[n][k] for s in per_seed] for k in per_seed[0][n]} for n in names}
+    classify = [n for n in names if "auroc" in values[n]]
+    detect = [n for n in names if "image_auroc" in values[n]]
+    keys = [*METRICS, "threshold"]
+    rows = [[n, *(spread(values[n][k]) for k in keys)] for n in classify]
+    out = [_markdown(["defect classification", *(LABELS[k] for k in keys)], rows)]
+    header = ["difference to the SSL row"]
+    for k in DIFF_METRICS:
+        header += [f"Δ {LABELS[k]}", "beyond seed spread"]
+    rows = [
+        [f"{n} − SSL", *(c for k in DIFF_METRICS for c in _diff(values[n][k], values[SSL][k]))]
+        for n in classify[1:]
+    ]
+    out.append(_markdown(header, rows))
+    if detect:
+        akeys = [k for k in ANOMALY_KEYS if k in values[detect[0]]]
+        rows = [[n, *(spread(values[n][k]) for k in akeys)] for n in detect]
+        ref, other = detect[0], detect[1:]
+        for n in other:
+            cells = [
+                "{} (beyond seed spread: {})".format(*_diff(values[n][k], values[ref][k]))
+                for k in akeys
+            ]
+            rows.append([f"{n} − SSL", *cells])
+        out.append(
+            _markdown(["anomaly detection (good images only)", *map(LABELS.get, akeys)], rows)
+        )
+    return "\n\n".join(out)
+
+
+# ----------------------------------------------------------------------------- job
+def _report(cfg: QuickstartConfig, root: Path, folder: Path, table: str, minutes: float) -> str:
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    over = f"median [min, max] over seeds {seeds}" if cfg.seeds > 1 else f"seed {cfg.seed}"
+    return (
+        f"Test split of {root} ({cfg.backbone}, {cfg.image_size} px; {over}). Classification: "
+        f"{cfg.label_fraction:.0%} of the training labels, {cfg.finetune_epochs} epochs, "
+        f"threshold chosen on validation. Differences are paired per seed; 'beyond seed "
+        f"spread' = same sign on every seed and larger than either row's range.\n\n{table}\n\n"
         f"Run folder: {folder.resolve()} ({minutes:.1f} min)\n"
         f"  pretrain/backbone.safetensors  exported backbone (timm loads it)\n"
         f"  finetune_ssl/classifier.onnx   deployable classifier (threshold in metadata)\n"
         f"  */figures/                     confusion matrices, ROC curves, embeddings\n"
+        f"  seed_N/                        the same for the other seeds\n"
     )
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict[str, list[dict[str, float]]]:
+    """Run the whole job; returns each row's test metrics per seed and writes ``results.md``."""
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise FileNotFoundError(f"--weights {cfg.weights}: no such file.")
+    start = time.perf_counter()
+    folder = Path(cfg.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = default_dataset(nuisance=cfg.nuisance, image_size=max(64, cfg.image_size))
+    print(f"synthetic factory data: {root}")
+    per_seed = []
+    for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.seeds)):
+        per_seed.append(run_seed(cfg, root, folder if i == 0 else folder / f"seed_{seed}", seed))
+    table = tables(per_seed)
+    report = _report(cfg, root, folder, table, (time.perf_counter() - start) / 60)
     (folder / "results.md").write_text(report)
     print("\n" + report)
-    return rows
+    return {name: [s[name] for s in per_seed] for name in per_seed[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lit-ssl quickstart [--fast] [--output DIR] [--backbone NAME]``."""
+    """``lit-ssl quickstart [--fast] [--seeds N] [--weights FILE] [--output DIR] [--backbone]``."""
     parser = argparse.ArgumentParser(prog="lit-ssl quickstart", description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="sub-minute smoke run")
     parser.add_argument("--output", default="runs/quickstart", help="run folder")
     parser.add_argument("--backbone", default=None, help="timm architecture name")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (e.g. 3)")
+    parser.add_argument(
+        "--weights", default=None, help="existing (ImageNet/timm) weights: adds a row"
+    )
     args = parser.parse_args(argv)
-    overrides = {"output": args.output, "seed": args.seed}
+    overrides = {"output": args.output, "seed": args.seed, "seeds": args.seeds}
+    overrides["weights"] = args.weights
     if args.backbone:
         overrides["backbone"] = args.backbone
     cfg = QuickstartConfig.fast(**overrides) if args.fast else QuickstartConfig(**overrides)

@@ -29,7 +29,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
 
     An ``SSLModule`` checkpoint becomes ``backbone.safetensors`` + ``.json`` (timm loads
     it); a ``DefectClassifier`` checkpoint becomes ``classifier.onnx`` (float images in
-    [0, 1] in, defect score out, threshold in the metadata). The file is read safely
+    [0, 1] in, defect score out, threshold in the metadata); an ``AnomalyDetector``
+    checkpoint becomes ``anomaly_detector.onnx`` (memory bank inside: images in, anomaly map
+    and score out, threshold in the metadata). The file is read safely
     (``lit_ssl.checkpoints``: ``weights_only=True``, allow-listed classes only).
 
     Args:
@@ -56,15 +58,22 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
 
         classifier = DefectClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
         return Path(classifier.to_onnx(output or default_dir / "classifier.onnx"))
+    if kind == "AnomalyDetector":
+        from lit_ssl.anomaly.detector import AnomalyDetector
+        from lit_ssl.anomaly.export import ANOMALY_ONNX
+
+        detector = AnomalyDetector.load_from_checkpoint(checkpoint, map_location="cpu")
+        return Path(detector.to_onnx(output or default_dir / ANOMALY_ONNX))
     raise ValueError(
-        f"{checkpoint} is neither an SSLModule nor a DefectClassifier checkpoint; export "
-        "checkpoints written by lit-ssl fit (runs/<recipe>/version_N/checkpoints/last.ckpt)."
+        f"{checkpoint} is not an SSLModule, DefectClassifier or AnomalyDetector checkpoint; "
+        "export checkpoints written by lit-ssl fit "
+        "(runs/<recipe>/version_N/checkpoints/last.ckpt)."
     )
 
 
 def export_main(argv: list[str]) -> int:
     """``lit-ssl export CKPT [--output FILE]``."""
-    parser = _parser("export", "Checkpoint -> backbone safetensors (SSL) or classifier ONNX.")
+    parser = _parser("export", "Checkpoint -> backbone safetensors (SSL), classifier or anomaly detector ONNX.")
     parser.add_argument("checkpoint", help="a .ckpt written by lit-ssl fit")
     parser.add_argument("--output", default=None, help="output file (default: run folder)")
     args = parser.parse_args(argv)

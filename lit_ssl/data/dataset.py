@@ -34,7 +34,8 @@ class ImageStore:
         paths: Image files.
         in_chans: Channels to return.
         bit_depth: Significant bits of 16-bit data (None infers per image).
-        cache: Arrays decoded at setup, by path (None reads from disk every time).
+        cache: Arrays decoded at setup, by path (native dtype); a path missing from it (the
+            cache's byte budget was used up) or ``None`` is read from disk at every access.
         skip_bad: When a file fails to decode at run time, use the next readable one
             (with a warning) instead of raising.
         float_scale: Divisor of float images (1 or 255); None decides per image (see
@@ -203,7 +204,7 @@ class FactoryDataset(Dataset):
             corners = crops.overlapping(raw.shape, len(self.transform.policies))
         elif label == self.good_label:
             corners = [crops.random(raw.shape)]
-        elif self.crop_masks[index] is None:
+        elif self.crop_masks[index] is None or len(self._defect_points(index, raw.shape)) == 0:
             return [self.store.finish(raw)] * count  # whole frame, letterboxed by the policy
         else:
             corners = [crops.containing(raw.shape, self._defect_points(index, raw.shape))]
@@ -211,12 +212,14 @@ class FactoryDataset(Dataset):
         return [self.store.finish(cut(raw, corner, crops.size), raw) for corner in corners]
 
     def _defect_points(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Defect pixels of sample ``index``'s mask, read once per worker (may be empty)."""
         if index not in self._points:
             points = defect_points(_read_mask_file(self.crop_masks[index]), shape[:2])
             if len(points) == 0:
-                raise BadImageError(
-                    f"mask {self.crop_masks[index]} marks no defect pixel for the defect image "
-                    f"{self.store.paths[index]}; fix the mask or delete it"
+                log.warning(
+                    "mask %s marks no defect pixel: the defect image %s is used whole",
+                    self.crop_masks[index],
+                    self.store.paths[index],
                 )
             self._points[index] = points
         return self._points[index]

@@ -31,9 +31,9 @@ SIZES = [
     "--trainer.accelerator", "cpu",
     "--trainer.max_epochs", "1",
     "--trainer.enable_progress_bar", "false",
-    "--data.image_size", "512",
-    "--model.tile_size", "128",
-    "--model.tile_stride", "96",
+    "--data.image_size", "384",
+    "--model.tile_size", "96",
+    "--model.tile_stride", "72",
 ]  # fmt: skip
 
 
@@ -80,15 +80,15 @@ def test_fit_and_predict_on_high_resolution_frames(highres, fresh_project):
     )
     assert all(r["heatmap"] == "" for r in rows if r["decision"] == "good")
     picture = Image.open(written[0])
-    assert picture.size == (2 * 512, 512)  # the frame as seen, and its tile scores over it
+    assert picture.size == (2 * 384, 384)  # the frame as seen, and its tile scores over it
 
     # the ONNX of the end of fit: whole frames in, tiles inside, parity with the checkpoint
     onnx_path = run / "classifier.onnx"
     metadata = read_metadata(onnx_path)
-    assert metadata["image_size"] == [512, 512]
-    assert (metadata["tile_size"], metadata["tile_stride"]) == (128, 96)
+    assert metadata["image_size"] == [384, 384]
+    assert (metadata["tile_size"], metadata["tile_stride"]) == (96, 72)
     classifier = DefectClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
-    frames = np.random.default_rng(0).random((2, 1, 512, 512), dtype=np.float32)
+    frames = np.random.default_rng(0).random((2, 1, 384, 384), dtype=np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     scores, probs = session.run(None, {"images": frames})
     with torch.no_grad():

@@ -1,0 +1,58 @@
+"""``lit-ssl quickstart``: fair baselines, seed statistics, anomaly block (the --fast run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lit_ssl.cli.quickstart import (
+    ANOMALY_RANDOM,
+    ANOMALY_SSL,
+    FLOOR,
+    SCRATCH,
+    SSL,
+    QuickstartConfig,
+    beyond_spread,
+    run_quickstart,
+    spread,
+    tables,
+)
+
+
+def test_spread_and_beyond_spread_follow_the_paired_differences():
+    assert spread([0.8]) == "0.800"
+    assert spread([0.7, 0.9, 0.8]) == "0.800 [0.700, 0.900]"
+    assert beyond_spread([0.9], [0.5]) == "n/a (1 seed)"
+    assert beyond_spread([0.90, 0.91, 0.92], [0.60, 0.61, 0.62]) == "yes"
+    assert beyond_spread([0.90, 0.60, 0.92], [0.60, 0.61, 0.62]) == "no"  # one seed flips
+    assert beyond_spread([0.70, 0.90], [0.60, 0.70]) == "no"  # gap 0.15 < row range 0.2
+
+
+def test_tables_pair_each_row_with_the_ssl_row():
+    row = {"auroc": 0.9, "average_precision": 0.9, "defect_f1": 0.8}
+    row |= {"defect_recall": 0.8, "defect_precision": 0.8, "threshold": 0.5}
+    seeds = [{SSL: dict(row), SCRATCH: row | {"auroc": 0.7 + i / 100}} for i in range(3)]
+    for i, s in enumerate(seeds):
+        s[SSL]["auroc"] = 0.9 + i / 100
+        s[ANOMALY_SSL] = {"image_auroc": 0.8, "pixel_auroc": 0.9}
+        s[ANOMALY_RANDOM] = {"image_auroc": 0.6, "pixel_auroc": 0.9}
+    text = tables(seeds)
+    assert "| supervised from scratch − SSL | -0.200 [-0.200, -0.200] | yes |" in text
+    assert "0.910 [0.900, 0.920]" in text
+    assert "-0.200 [-0.200, -0.200] (beyond seed spread: yes)" in text  # anomaly, image AUROC
+
+
+def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(tmp_path, capsys):
+    rows = run_quickstart(QuickstartConfig.fast(output=str(tmp_path / "qs")))
+    assert list(rows) == [SSL, SCRATCH, FLOOR, ANOMALY_SSL, ANOMALY_RANDOM]
+    for name in (SSL, SCRATCH, FLOOR):
+        (metrics,) = rows[name]
+        assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["defect_recall"] <= 1.0
+    assert Path(rows[SSL][0]["onnx"]).is_file()
+    for name in (ANOMALY_SSL, ANOMALY_RANDOM):
+        assert 0.0 <= rows[name][0]["image_auroc"] <= 1.0
+        assert 0.0 <= rows[name][0]["pixel_auroc"] <= 1.0  # the synthetic data has masks
+    printed = capsys.readouterr().out
+    assert f"| {SCRATCH} − SSL |" in printed and "n/a (1 seed)" in printed
+    results = (tmp_path / "qs" / "results.md").read_text()
+    assert f"| {FLOOR} |" in results and "anomaly detection" in results
+    assert (tmp_path / "qs" / "pretrain" / "backbone.safetensors").is_file()
