@@ -34,8 +34,9 @@ def fitted(tmp_path_factory) -> tuple[Path, Path, AnomalyDetector, Path]:
     """(work folder, dataset root, detector after fit and test, checkpoint)."""
     work = tmp_path_factory.mktemp("anomaly")
     root = write_synthetic_dataset(
-        work / "line", image_size=SIZE, n_train=24, n_test_good=6, n_per_defect=2, seed=0
-    )
+        work / "line", image_size=SIZE, n_train=24, n_test_good=6, n_per_defect=10, seed=0,
+        defects=["hole", "spot"],
+    )  # fmt: skip
     torch.manual_seed(0)
     detector = AnomalyDetector("test_resnet", coreset_fraction=0.25, false_alarm_rate=0.05)
     kwargs = trainer_kwargs(work, logger=CSVLogger(work / "runs", name="anomaly"))
@@ -83,10 +84,9 @@ def test_predict_writes_scores_decisions_and_maps_of_flagged_images(fitted, caps
     new = work / "incoming"
     defects = sorted(root.glob("test/*/*.png"))
     for path in defects:
-        shutil.copy(path, new / path.parent.name / path.name) if (
-            new / path.parent.name
-        ).mkdir(parents=True, exist_ok=True) is None else None
-    (new / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+        (new / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, new / path.parent.name / path.name)
+    (new / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     kwargs = trainer_kwargs(work, logger=CSVLogger(work / "runs", name="predict"))
     L.Trainer(**kwargs).predict(detector, _data(new), return_predictions=False)
     run = work / "runs" / "predict" / "version_0"
@@ -104,5 +104,5 @@ def test_predict_writes_scores_decisions_and_maps_of_flagged_images(fitted, caps
     for row in flagged:
         assert Image.open(run / row["map_file"]).size == (2 * SIZE, SIZE)  # image | overlay
     assert len(list((run / "anomaly_maps").glob("*.png"))) == len(flagged)
-    assert (run / "skipped.txt").read_text().split() == [str(new / "broken.png")]
+    assert (run / "skipped.txt").read_text().split() == [str(new / "good" / "broken.png")]
     assert "broken.png" in capsys.readouterr().out

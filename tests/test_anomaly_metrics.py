@@ -20,7 +20,9 @@ def test_aupro_of_a_case_computed_by_hand():
     # 0.9: (0, 1/4)  0.7: (0, 3/4)  0.6: (1/10, 3/4)  0.5: (1/10, 1)  0.1: (1, 1)
     fpr, pro = pro_curve(MAPS, MASKS)
     expected = [(0, 0), (0, 0.25), (0, 0.75), (0.1, 0.75), (0.1, 1.0), (1.0, 1.0)]
-    assert [(round(float(f), 6), round(float(p), 6)) for f, p in zip(fpr, pro, strict=False)] == expected
+    assert [
+        (round(float(f), 6), round(float(p), 6)) for f, p in zip(fpr, pro, strict=False)
+    ] == expected
     # area to FPR 0.3: 0.1 * 0.75 + 0.2 * 1 = 0.275, over 0.3
     assert math.isclose(float(aupro(MAPS, MASKS)), 0.275 / 0.3, abs_tol=1e-9)
     # to FPR 0.05 the curve is interpolated at 0.05: 0.05 * 0.75 / 0.05

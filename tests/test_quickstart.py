@@ -41,8 +41,11 @@ def test_tables_pair_each_row_with_the_ssl_row():
     assert "-0.200 [-0.200, -0.200] (beyond seed spread: yes)" in text  # anomaly, image AUROC
 
 
-def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(tmp_path, capsys):
-    rows = run_quickstart(QuickstartConfig.fast(output=str(tmp_path / "qs")))
+def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(
+    tiny_factory_data, tmp_path, capsys
+):
+    cfg = QuickstartConfig.fast(output=str(tmp_path / "qs"), root=str(tiny_factory_data))
+    rows = run_quickstart(cfg)
     assert list(rows) == [SSL, SCRATCH, FLOOR, ANOMALY_SSL, ANOMALY_RANDOM]
     for name in (SSL, SCRATCH, FLOOR):
         (metrics,) = rows[name]

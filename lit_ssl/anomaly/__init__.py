@@ -1,9 +1,18 @@
-"""Defect detection from good images only (issue 14, first part): a memory bank of good patch
-features (``memory_bank.py``: greedy coreset, nearest-neighbour distances) and the
-``AnomalyDetector`` LightningModule (``detector.py``). Not yet: CLI recipe, AUPRO, ONNX export,
-figures (see the tracker)."""
+"""Defect detection from good images only (issue 14): a memory bank of good patch features
+(``memory_bank.py``: greedy coreset, nearest-neighbour distances), the inference path
+(``scoring.py``), the ``AnomalyDetector`` LightningModule (``detector.py``), AUPRO
+(``aupro.py``), the ONNX export with the bank inside (``export.py``), predict's CSV and map
+PNGs (``predictions.py``) and the anomaly-map figures (``figures.py``)."""
 
+from lit_ssl.anomaly.aupro import AUPRO, aupro
 from lit_ssl.anomaly.detector import AnomalyDetector, false_alarm_threshold
 from lit_ssl.anomaly.memory_bank import greedy_coreset, nearest_distances
 
-__all__ = ["AnomalyDetector", "false_alarm_threshold", "greedy_coreset", "nearest_distances"]
+__all__ = [
+    "AUPRO",
+    "AnomalyDetector",
+    "aupro",
+    "false_alarm_threshold",
+    "greedy_coreset",
+    "nearest_distances",
+]

@@ -401,8 +401,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
     def _record_size(self, images: Tensor, evaluation: bool = False) -> None:
         """Record the input size for the export (host-side shapes only: no device sync).
 
-        Untiled: the training size. Tiled: the frame size of validation/test batches (the
-        whole frames a deployment scores) wins over training's (which may be crops).
+        Untiled: the training size. Tiled: the frame size of validation batches (the whole
+        frames a deployment scores) wins over training's (which may be crops).
         """
         if self.tiled and not evaluation and self._size_from_eval:
             return

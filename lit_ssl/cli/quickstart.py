@@ -79,6 +79,8 @@ class QuickstartConfig:
         weights: Existing weights file for the backbone (timm/ImageNet checkpoint or an
             export); adds the "continued from existing weights" row. No network access.
         coreset_fraction: Memory-bank coreset fraction of the anomaly detectors.
+        root: An MVTec-style dataset folder to run on instead of the embedded synthetic data
+            (its test split needs defect masks for the pixel AUROC).
     """
 
     backbone: str = "resnet10t"
@@ -95,6 +97,7 @@ class QuickstartConfig:
     seeds: int = 1
     weights: str | None = None
     coreset_fraction: float = 0.1
+    root: str | None = None
     metrics: dict = field(default_factory=dict)
 
     @classmethod
@@ -334,8 +337,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, list[dict[str, float]]]:
     start = time.perf_counter()
     folder = Path(cfg.output)
     folder.mkdir(parents=True, exist_ok=True)
-    root = default_dataset(nuisance=cfg.nuisance, image_size=max(64, cfg.image_size))
-    print(f"synthetic factory data: {root}")
+    if cfg.root is None:
+        root = default_dataset(nuisance=cfg.nuisance, image_size=max(64, cfg.image_size))
+    else:
+        root = Path(cfg.root)
+    print(f"factory data: {root}")
     per_seed = []
     for i, seed in enumerate(range(cfg.seed, cfg.seed + cfg.seeds)):
         per_seed.append(run_seed(cfg, root, folder if i == 0 else folder / f"seed_{seed}", seed))

@@ -73,7 +73,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
 
 def export_main(argv: list[str]) -> int:
     """``lit-ssl export CKPT [--output FILE]``."""
-    parser = _parser("export", "Checkpoint -> backbone safetensors (SSL), classifier or anomaly detector ONNX.")
+    parser = _parser(
+        "export", "Checkpoint -> backbone safetensors (SSL), classifier or anomaly detector ONNX."
+    )
     parser.add_argument("checkpoint", help="a .ckpt written by lit-ssl fit")
     parser.add_argument("--output", default=None, help="output file (default: run folder)")
     args = parser.parse_args(argv)
