@@ -8,7 +8,6 @@ from pathlib import Path
 from _smoke import RECIPES, smoke_overrides
 
 from lit_ssl.cli.main import main, recipe_name
-from lit_ssl.cli.quickstart import QuickstartConfig, run_quickstart
 
 
 def _fit(recipe: str, data_root: Path, *extra: str) -> None:
@@ -42,16 +41,3 @@ def test_export_synth_and_preview(tiny_factory_data, tmp_path, monkeypatch):
     args = ["preview", "--image", str(image), "--policy", "surface", "--views", "4"]
     assert main(args + ["--image-size", "32", "--output", "preview.png"]) == 0
     assert (tmp_path / "preview.png").stat().st_size > 1000
-
-
-def test_quickstart_fast_prints_both_initialisations(tmp_path, capsys):
-    rows = run_quickstart(QuickstartConfig.fast(output=str(tmp_path / "qs")))
-    assert set(rows) == {"self-supervised (VICReg)", "random init"}
-    for metrics in rows.values():
-        assert 0.0 <= metrics["auroc"] <= 1.0
-        assert 0.0 <= metrics["defect_recall"] <= 1.0
-        assert Path(metrics["onnx"]).is_file()
-    printed = capsys.readouterr().out
-    assert "random init" in printed and "Run folder" in printed
-    assert (tmp_path / "qs" / "results.md").is_file()
-    assert (tmp_path / "qs" / "pretrain" / "backbone.safetensors").is_file()

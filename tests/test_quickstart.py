@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lit_ssl.cli.quickstart import (
     ANOMALY_RANDOM,
     ANOMALY_SSL,
@@ -44,7 +46,8 @@ def test_tables_pair_each_row_with_the_ssl_row():
 def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(
     tiny_factory_data, tmp_path, capsys
 ):
-    cfg = QuickstartConfig.fast(output=str(tmp_path / "qs"), root=str(tiny_factory_data))
+    folder, root = str(tmp_path / "qs"), str(tiny_factory_data)
+    cfg = QuickstartConfig.fast(output=folder, root=root, ssl_epochs=1)
     rows = run_quickstart(cfg)
     assert list(rows) == [SSL, SCRATCH, FLOOR, ANOMALY_SSL, ANOMALY_RANDOM]
     for name in (SSL, SCRATCH, FLOOR):
@@ -59,3 +62,10 @@ def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(
     results = (tmp_path / "qs" / "results.md").read_text()
     assert f"| {FLOOR} |" in results and "anomaly detection" in results
     assert (tmp_path / "qs" / "pretrain" / "backbone.safetensors").is_file()
+
+
+def test_missing_weights_file_fails_before_any_training(tmp_path):
+    cfg = QuickstartConfig.fast(output=str(tmp_path / "qs"), weights=str(tmp_path / "no.pth"))
+    with pytest.raises(FileNotFoundError, match="--weights"):
+        run_quickstart(cfg)
+    assert not (tmp_path / "qs").exists()
