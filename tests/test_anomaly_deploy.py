@@ -93,16 +93,16 @@ def test_predict_writes_scores_decisions_and_maps_of_flagged_images(fitted, caps
     with (run / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(defects)
-    assert {"path", "anomaly_score", "decision", "label", "map_file"} <= set(rows[0])
+    assert {"path", "anomaly_score", "decision", "label", "heatmap"} <= set(rows[0])
     threshold = float(detector.threshold)
     flagged = [r for r in rows if r["decision"] == "defect"]
     assert flagged and any(r["decision"] == "good" for r in rows)
     for row in rows:
         assert (float(row["anomaly_score"]) > threshold) == (row["decision"] == "defect")
-        assert (row["map_file"] != "") == (row["decision"] == "defect")
+        assert (row["heatmap"] != "") == (row["decision"] == "defect")
         assert row["label"] == Path(row["path"]).parent.name  # class folders: label known
     for row in flagged:
-        assert Image.open(run / row["map_file"]).size == (2 * SIZE, SIZE)  # image | overlay
-    assert len(list((run / "anomaly_maps").glob("*.png"))) == len(flagged)
+        assert Image.open(run / row["heatmap"]).size == (2 * SIZE, SIZE)  # image | overlay
+    assert len(list((run / "heatmaps").glob("*.png"))) == len(flagged)
     assert (run / "skipped.txt").read_text().split() == [str(new / "good" / "broken.png")]
     assert "broken.png" in capsys.readouterr().out

@@ -287,7 +287,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         return 2.0 * threshold if threshold != float("inf") and threshold > 0 else None
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """``predictions.csv`` + ``anomaly_maps/`` in the run folder after ``trainer.predict``."""
+        """``predictions.csv`` + ``heatmaps/`` in the run folder after ``trainer.predict``."""
         from lit_ssl.anomaly.predictions import AnomalyPredictionWriter
 
         existing = self._trainer.callbacks if self._trainer is not None else []

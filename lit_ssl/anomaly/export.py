@@ -8,7 +8,7 @@ The graph runs :func:`lit_ssl.anomaly.scoring.anomaly_maps`, the very function o
 products over fixed blocks of the bank (unrolled in the graph), clamped, minimum, square root.
 
 Metadata (ONNX ``metadata_props``, JSON values, read with
-``lit_ssl.classify.export.read_metadata``): ``threshold`` (``null`` when the detector never
+``lit_ssl.onnx_export.read_metadata``): ``threshold`` (``null`` when the detector never
 saw validation images), ``decision``, ``image_size``, ``in_chans``, ``backbone``, ``layers``,
 ``neighbourhood``, ``memory_bank_shape``, ``input_range``.
 """
@@ -18,13 +18,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lit_ssl.anomaly.scoring import anomaly_maps
-from lit_ssl.classify.export import _write_metadata
+from lit_ssl.onnx_export import export_graph, input_size
 
 if TYPE_CHECKING:
     from lit_ssl.anomaly.detector import AnomalyDetector
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["ANOMALY_ONNX", "AnomalyScoringModel", "to_onnx"]
 
 ANOMALY_ONNX = "anomaly_detector.onnx"
-INPUT_NAME = "images"
 OUTPUT_NAMES = ("anomaly_map", "anomaly_score")
 
 
@@ -50,23 +49,6 @@ class AnomalyScoringModel(nn.Module):
         return anomaly_maps(
             self.backbone, self.memory_bank, images, self.layers, self.neighbourhood
         )
-
-
-def _image_size(
-    detector: AnomalyDetector, image_size: int | Sequence[int] | None
-) -> tuple[int, int]:
-    if image_size is None:
-        size = detector.export_metadata()["image_size"] or detector.backbone.image_size
-        if size is None:
-            raise ValueError(
-                "Unknown input size: the detector has not seen training images and its "
-                "backbone has no image_size. Pass image_size=<training image size> to to_onnx."
-            )
-        image_size = size
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
-    return height, width
 
 
 def to_onnx(
@@ -90,27 +72,10 @@ def to_onnx(
     """
     if detector.memory_bank.numel() == 0:
         raise ValueError("The memory bank is empty: fit the detector before exporting it.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = _image_size(detector, image_size)
+    metadata = detector.export_metadata()
+    recorded = metadata["image_size"] or detector.backbone.image_size
+    height, width = input_size(image_size, recorded, "detector")
     model = AnomalyScoringModel(detector).eval()
     example = torch.rand(2, detector.backbone.in_chans, height, width)
-    kwargs: dict[str, Any] = {
-        "input_names": [INPUT_NAME],
-        "output_names": list(OUTPUT_NAMES),
-        "dynamo": dynamo,
-    }
-    if dynamo:
-        kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch")}}
-        kwargs["verbose"] = False
-    else:
-        kwargs["dynamic_axes"] = {
-            INPUT_NAME: {0: "batch"},
-            **{n: {0: "batch"} for n in OUTPUT_NAMES},
-        }
-    with torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), **kwargs)
-    metadata = detector.export_metadata()
     metadata["image_size"] = [height, width]
-    _write_metadata(path, metadata)
-    return path
+    return export_graph(model, example, path, OUTPUT_NAMES, metadata, dynamo)

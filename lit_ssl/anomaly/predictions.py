@@ -4,8 +4,9 @@
 ``decision`` (``"defect"`` if the score is above the stored threshold, else ``"good"``),
 ``label`` (the class name when known) and, for flagged images only, the image and its map
 under private keys. :class:`AnomalyPredictionWriter` (added by the detector itself) saves each
-flagged image's overlay as ``<run>/anomaly_maps/<name>.png`` as the batches come (the tensors
-are then dropped), records it in the ``map_file`` column (relative to the run folder), and
+flagged image's overlay as ``<run>/heatmaps/<name>.png`` (named like the classifier's heat
+maps, :func:`~lit_ssl.classify.heatmaps.heatmap_name`) as the batches come (the tensors are
+then dropped), records it in the ``heatmap`` column (relative to the run folder), and
 writes ``predictions.csv`` (+ ``skipped.txt`` for unreadable files) when prediction ends, as
 the classifier's ``PredictionsCSVWriter`` does. Under DDP every rank writes its own PNGs into
 rank 0's run folder (``trainer.log_dir``, read on every rank) and the rows are gathered; rank
@@ -14,7 +15,6 @@ rank 0's run folder (``trainer.log_dir``, read on every rank) and the rows are g
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lit_ssl.anomaly.figures import overlay, save_overlay_png
+from lit_ssl.classify.heatmaps import HEATMAP_DIR, heatmap_name
 from lit_ssl.classify.predictions import (
     PREDICTIONS_FILE,
     _gather,
@@ -30,18 +31,9 @@ from lit_ssl.classify.predictions import (
     flatten_predictions,
 )
 
-__all__ = ["MAPS_DIR", "AnomalyPredictionWriter", "map_file_name"]
+__all__ = ["AnomalyPredictionWriter"]
 
-MAPS_DIR = "anomaly_maps"
 IMAGE_KEY, MAP_KEY, SCALE_KEY = "_image", "_map", "_scale"
-
-
-def map_file_name(path: str | None, index: int) -> str:
-    """``<stem>_<8 hex of the full path>.png``: unique for same-named files in other folders."""
-    if path is None:
-        return f"image_{index:06d}.png"
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return f"{Path(path).stem}_{digest}.png"
 
 
 class AnomalyPredictionWriter(BasePredictionWriter):
@@ -49,7 +41,7 @@ class AnomalyPredictionWriter(BasePredictionWriter):
 
     Args:
         path: output CSV; ``None``: ``predictions.csv`` in the run folder. The PNGs go to
-            ``anomaly_maps/`` next to the CSV.
+            ``heatmaps/`` next to the CSV.
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -75,17 +67,18 @@ class AnomalyPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         rows = flatten_predictions([prediction])
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
         for i, row in enumerate(rows):
             image, anomaly_map, scale = (row.pop(k, None) for k in (IMAGE_KEY, MAP_KEY, SCALE_KEY))
-            row["map_file"] = ""
+            row["heatmap"] = ""
             if image is None:
                 continue
             index = batch_indices[i] if batch_indices else len(self._rows) + i
-            name = f"{MAPS_DIR}/{map_file_name(row.get('path'), index)}"
+            name = f"{HEATMAP_DIR}/{heatmap_name(row.get('path'), root, index)}"
             save_overlay_png(
                 image, overlay(image[None], anomaly_map[None], scale)[0], self._folder / name
             )
-            row["map_file"] = name
+            row["heatmap"] = name
         self._rows.extend(rows)
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -95,5 +88,7 @@ class AnomalyPredictionWriter(BasePredictionWriter):
         self._rows = []
         if trainer.is_global_zero:
             _write_outputs(rows, path, skipped, list_skipped=self.path is None)
-            flagged = sum(1 for row in rows if row["map_file"])
-            print(f"Wrote {flagged} anomaly map(s) of flagged images to {path.parent / MAPS_DIR}")
+            flagged = sum(1 for row in rows if row["heatmap"])
+            print(
+                f"Wrote {flagged} anomaly map(s) of flagged images to {path.parent / HEATMAP_DIR}"
+            )

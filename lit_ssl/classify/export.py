@@ -24,23 +24,22 @@ ONNX ``metadata_props``, every value JSON-encoded (``json.loads`` it; strings ar
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lit_ssl.classify.scoring import defect_scores
 from lit_ssl.classify.tiles import image_logits, tile_frames, tile_grid, tile_score_map
+from lit_ssl.onnx_export import export_graph, input_size, read_metadata
 
 if TYPE_CHECKING:
     from lit_ssl.classify.classifier import DefectClassifier
 
 __all__ = ["ScoringModel", "read_metadata", "to_onnx"]
 
-INPUT_NAME = "images"
 OUTPUT_NAMES = ("defect_score", "probabilities")
 TILE_OUTPUT = "tile_scores"
 
@@ -77,22 +76,6 @@ class ScoringModel(nn.Module):
         return (*outputs, tile_score_map(scores, rows, cols))
 
 
-def _image_size(
-    classifier: DefectClassifier, image_size: int | Sequence[int] | None
-) -> tuple[int, int]:
-    if image_size is None:
-        image_size = classifier.export_metadata()["image_size"] or classifier.backbone.image_size
-    if image_size is None:
-        raise ValueError(
-            "Unknown input size: the classifier has not seen training images and its backbone "
-            "has no image_size. Pass image_size=<training image size> to to_onnx."
-        )
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
-    return height, width
-
-
 def to_onnx(
     classifier: DefectClassifier,
     path: str | Path,
@@ -115,57 +98,11 @@ def to_onnx(
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = _image_size(classifier, image_size)
+    metadata = classifier.export_metadata()
+    recorded = metadata["image_size"] or classifier.backbone.image_size
+    height, width = input_size(image_size, recorded, "classifier")
     model = ScoringModel(classifier, tile_map=tile_map).eval()
     example = torch.rand(2, classifier.backbone.in_chans, height, width)
     outputs = [*OUTPUT_NAMES, TILE_OUTPUT] if tile_map else list(OUTPUT_NAMES)
-    kwargs: dict[str, Any] = {
-        "input_names": [INPUT_NAME],
-        "output_names": outputs,
-        "opset_version": opset_version,
-        "dynamo": dynamo,
-    }
-    if dynamo:
-        kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch")}}
-        kwargs["verbose"] = False
-    else:
-        kwargs["dynamic_axes"] = {
-            INPUT_NAME: {0: "batch"},
-            **{n: {0: "batch"} for n in outputs},
-        }
-    with torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), **kwargs)
-    metadata = classifier.export_metadata()
     metadata["image_size"] = [height, width]
-    _write_metadata(path, metadata)
-    return path
-
-
-_PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger models must keep external weights
-
-
-def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key = key
-        entry.value = json.dumps(value)
-    external = path.with_name(path.name + ".data")  # the dynamo exporter's weight file
-    if proto.ByteSize() < _PROTOBUF_LIMIT:
-        onnx.save(proto, str(path))  # one self-contained file to deploy
-        external.unlink(missing_ok=True)
-    else:
-        onnx.save(proto, str(path), save_as_external_data=True, location=external.name)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The lit_ssl metadata of an exported ONNX file, JSON values decoded."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
+    return export_graph(model, example, path, outputs, metadata, dynamo, opset_version)

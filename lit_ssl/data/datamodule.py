@@ -138,7 +138,8 @@ class FactoryDataModule(L.LightningDataModule):
         verify_files: Decode every file at setup to find bad files early (recommended).
         pin_memory: Pin batches in memory; None pins when CUDA is available.
         persistent_workers: Keep workers alive between epochs (when ``num_workers > 0``).
-        drop_last: Drop the last incomplete training batch (ignored if the split is smaller
+        drop_last: Drop the last incomplete training batch (never for ``task="anomaly"``,
+            whose bank keeps every good image; ignored if the split is smaller
             than one batch).
         nuisance: Nuisance strength of the embedded synthetic data (``root=None`` only).
         synthetic_material: Material of the embedded synthetic data (``root=None`` only).
@@ -574,8 +575,15 @@ class FactoryDataModule(L.LightningDataModule):
             worker_init_fn=worker_init_fn if workers > 0 else None,
             generator=torch.Generator().manual_seed(seed),
             collate_fn=collate_batch,
-            drop_last=train and hp.drop_last and len(dataset) >= hp.batch_size,
+            drop_last=self._drop_last(stage, len(dataset)),
         )
+
+    def _drop_last(self, stage: str, size: int) -> bool:
+        """Drop the last incomplete training batch; never for anomaly (the bank keeps every
+        good image) nor when the split is smaller than one batch."""
+        hp = self.hparams
+        train = stage == "train" and self.task != "anomaly"
+        return train and hp.drop_last and size >= hp.batch_size
 
     def _dataset(self, stage: str, seed: int) -> FactoryDataset:
         self._require_setup()

@@ -78,9 +78,9 @@ def _check_rows(run: Path, rows: list[dict[str, str]], threshold: float) -> None
     for row in rows:
         flagged = float(row["anomaly_score"]) > threshold
         assert row["decision"] == ("defect" if flagged else "good"), row
-        assert (row["map_file"] != "") == flagged, row
+        assert (row["heatmap"] != "") == flagged, row
         if flagged:
-            assert (run / row["map_file"]).is_file(), row
+            assert (run / row["heatmap"]).is_file(), row
 
 
 def test_anomaly_detector_on_mvtec_fit_test_export_predict(
