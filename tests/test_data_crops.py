@@ -214,3 +214,29 @@ def test_cut_pads_centred_and_keeps_the_dtype() -> None:
     assert window.shape == (10, 10, 1) and window.dtype == np.uint16
     assert (window[:2] == 0).all() and (window[8:] == 0).all()
     np.testing.assert_array_equal(window[2:8], image[:, 4:14])
+
+
+def test_whole_frame_classify_training_batches_carry_masks_through_the_augmentation(
+    tmp_path,
+) -> None:
+    """A tiled classifier takes tile labels from them: masks follow flips and letterbox."""
+    manifest = _defect_csv(tmp_path / "parts")
+    dm = FactoryDataModule(
+        root=str(manifest), task="classify", image_size=64, in_chans=1, batch_size=4,
+        policy="surface",
+    )  # fmt: skip
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    names = [Path(dataset.store.paths[i]).stem for i in dataset.indices]
+    for position, name in enumerate(names):
+        item = dataset[position]
+        mask, view = item.masks[0].numpy(), item.views[0].numpy()[0]
+        if name == "dent_nomask":
+            assert (mask == -1).all()
+        elif name.startswith("dent"):  # the defect's pixels are the bright ones, wherever moved
+            assert mask.max() == 1 and view[mask == 1].mean() > view[mask == 0].mean() + 0.1
+        else:
+            assert (mask == 0).all()
+    crops = FactoryDataModule(root=str(manifest), task="classify", crop_size=32, image_size=32)
+    crops.setup("fit")
+    assert next(iter(crops.train_dataloader())).masks is None  # crops carry no mask

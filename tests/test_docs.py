@@ -78,7 +78,7 @@ def _run_shell(block: str, dataset: Path, scratch: Path) -> None:
         program = Path(args[0]).name
         assert program == "lit-ssl", f"docs snippet runs an unknown program: {command}"
         if args[1] == "quickstart":
-            continue  # run once, with assertions on its table, in test_cli.py
+            continue  # run once, with assertions on its table, in test_quickstart.py
         try:
             status = main(_smoke(args[1:]))
         except SystemExit as exit_:  # --print_config and --help exit after printing

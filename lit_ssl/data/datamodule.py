@@ -4,9 +4,11 @@ Batches: every loader, every stage and task, yields one :class:`~lit_ssl.data.ba
 read by name: ``views`` (a list of float32 ``(B, C, H, W)`` tensors in [0, 1]), ``labels`` (a
 LongTensor ``(B,)``, -1 where unknown), ``clean`` (the resize-only image when the model's head
 asked for it, else None), ``paths`` (list of str) and ``masks``: ``(B, 1, H, W)`` defect masks
-in the resize-only single-view stages (classify val, anomaly train/val, test, predict) of a
-dataset that has mask files (MVTec AD, VisA, CSV ``mask`` column), resized like the image
-(nearest); 1 defect, 0 good, -1 unknown (a defect image without its mask file); else None.
+in the single-view stages (classify train without ``crop_size``, where a tiled classifier
+takes tile labels from them; classify val, anomaly train/val, test, predict) of a dataset that
+has mask files (MVTec AD, VisA, CSV ``mask`` column), through the image's geometry (resize,
+letterbox padding as -1, flips and rotations of an augmented view); 1 defect, 0 good, -1
+unknown (a defect image without its mask file); else None.
 
 - ``task="ssl"``, train/val: as many augmented ``views`` as the model's ``view_spec`` asks for.
 - ``task="classify"`` train/val, and test and predict of both tasks: one view (augmented for
@@ -601,7 +603,8 @@ class FactoryDataModule(L.LightningDataModule):
         else:
             transform = self._views(stage, self.num_views, self.clean_view, seed)
         augmented = self._augmented(stage)
-        masks = self._mask_files() if single and not augmented else None
+        whole = self.hparams.crop_size is None or not augmented
+        masks = self._mask_files() if single and whole else None  # crops carry none
         good = good_index(self.class_names)
         crops = crop_masks = None
         if augmented and self.hparams.crop_size is not None:
