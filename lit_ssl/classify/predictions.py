@@ -150,11 +150,16 @@ class PredictionsCSVWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         rows = flatten_predictions([prediction])
-        if any(TILE_SCORES in row for row in rows):
-            rows = self._write_heatmaps(trainer, pl_module, rows, batch, batch_idx)
-        self._rows.extend(rows)
+        self._rows.extend(self.add_heatmaps(trainer, pl_module, rows, batch, batch_idx))
 
-    def _write_heatmaps(
+    def _heatmap_file(self, trainer: L.Trainer, path: str | None, index: int) -> tuple[str, Path]:
+        """``heatmaps/<name>.png`` (the CSV's ``heatmap`` value) and where to write it."""
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
+        name = f"{HEATMAP_DIR}/{heatmap_name(path, root, index)}"
+        self._heatmaps += 1
+        return name, (self._csv or self._csv_path(trainer)).parent / name
+
+    def add_heatmaps(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
@@ -162,10 +167,14 @@ class PredictionsCSVWriter(BasePredictionWriter):
         batch: Any,
         batch_idx: int,
     ) -> list[dict[str, Any]]:
-        """Heat maps of this rank's flagged rows; rows without tile scores, with ``heatmap``."""
+        """Write this rank's flagged rows' heat maps; the rows, with a ``heatmap`` column.
+
+        Rows of an untiled classifier (no tile scores) are returned as they are. Subclasses
+        (``AnomalyPredictionWriter``) override it for their own maps.
+        """
+        if not any(TILE_SCORES in row for row in rows):
+            return rows
         images = as_batch(batch).views[0]
-        folder = (self._csv or self._csv_path(trainer)).parent
-        root = getattr(getattr(trainer, "datamodule", None), "root", None)
         tile, stride = pl_module.hparams.tile_size, pl_module.hparams.tile_stride
         index = batch_idx * len(rows) * trainer.world_size + trainer.global_rank * len(rows)
         out = []
@@ -174,10 +183,8 @@ class PredictionsCSVWriter(BasePredictionWriter):
             tile_map = row.pop(TILE_SCORES)
             row["heatmap"] = ""
             if row.get("decision") == "defect":
-                name = f"{HEATMAP_DIR}/{heatmap_name(row.get('path'), root, index + i)}"
-                write_heatmap(folder / name, images[i], tile_map, tile, stride)
-                row["heatmap"] = name
-                self._heatmaps += 1
+                row["heatmap"], file = self._heatmap_file(trainer, row.get("path"), index + i)
+                write_heatmap(file, images[i], tile_map, tile, stride)
             out.append(row)
         return out
 
