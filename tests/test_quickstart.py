@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from lit_ssl.cli.quickstart import (
     ANOMALY_RANDOM,
@@ -12,6 +14,7 @@ from lit_ssl.cli.quickstart import (
     FLOOR,
     SCRATCH,
     SSL,
+    BestValidation,
     QuickstartConfig,
     beyond_spread,
     run_quickstart,
@@ -27,6 +30,23 @@ def test_spread_and_beyond_spread_follow_the_paired_differences():
     assert beyond_spread([0.90, 0.91, 0.92], [0.60, 0.61, 0.62]) == "yes"
     assert beyond_spread([0.90, 0.60, 0.92], [0.60, 0.61, 0.62]) == "no"  # one seed flips
     assert beyond_spread([0.70, 0.90], [0.60, 0.70]) == "no"  # gap 0.15 < row range 0.2
+
+
+def test_best_validation_restores_the_best_epochs_weights_and_threshold():
+    module = torch.nn.Linear(2, 1)
+    module.register_buffer("threshold", torch.tensor(0.5))
+    best = BestValidation()
+    for epoch, auroc in enumerate([0.6, 0.9, 0.7]):
+        with torch.no_grad():
+            module.weight.fill_(float(epoch))
+            module.threshold.fill_(epoch / 10)
+        trainer = SimpleNamespace(
+            sanity_checking=False, current_epoch=epoch, callback_metrics={"val/auroc": auroc}
+        )
+        best.on_validation_end(trainer, module)
+    best.on_fit_end(trainer, module)
+    assert best.best_epoch == 1
+    assert torch.all(module.weight == 1.0) and float(module.threshold) == pytest.approx(0.1)
 
 
 def test_tables_pair_each_row_with_the_ssl_row():
@@ -53,6 +73,7 @@ def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(
     for name in (SSL, SCRATCH, FLOOR):
         (metrics,) = rows[name]
         assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["defect_recall"] <= 1.0
+        assert metrics["best_epoch"] in {0.0, 1.0}  # the fast budget: at most 2 epochs
     assert Path(rows[SSL][0]["onnx"]).is_file()
     for name in (ANOMALY_SSL, ANOMALY_RANDOM):
         assert 0.0 <= rows[name][0]["image_auroc"] <= 1.0

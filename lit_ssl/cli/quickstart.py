@@ -5,7 +5,9 @@ Per seed:
 1. generate (once, cached) the synthetic MVTec-style factory dataset;
 2. pretrain a small backbone with a joint-embedding head (VICReg) on it, labels unused;
 3. defect classification on a small labelled subset, one ``DefectClassifier`` per row, same
-   labels, epochs and augmentation: fine-tuned from the SSL backbone (``DefectFinetuning``),
+   labels, augmentation and stopping rule (train until the validation AUROC has not improved
+   for ``patience`` epochs, at most ``finetune_epochs``; test at the best validation epoch's
+   weights and threshold): fine-tuned from the SSL backbone (``DefectFinetuning``),
    supervised from scratch (whole network from epoch 0 at the full LR, BatchNorm in train
    mode), a frozen random backbone with a linear head (the floor) and, with ``--weights``,
    continued from the user's existing (e.g. ImageNet) weights;
@@ -19,6 +21,7 @@ seed, with which of them are larger than the seed spread.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_ssl.anomaly import AnomalyDetector
@@ -66,7 +69,9 @@ LABELS = {
     "threshold": "threshold",
     "image_auroc": "image AUROC",
     "pixel_auroc": "pixel AUROC",
+    "best_epoch": "best epoch",
 }
+MONITOR = "val/auroc"  # the stopping rule of every classifier row
 DIFF_METRICS = ("auroc", "defect_f1")  # differences to the SSL row reported for these
 
 
@@ -75,6 +80,10 @@ class QuickstartConfig:
     """Budget of the quickstart; ``fast()`` is the sub-minute smoke version.
 
     Attributes:
+        finetune_epochs: Most epochs of a classifier row; each row stops earlier once its
+            validation AUROC has not improved for ``patience`` epochs (the same rule for the
+            SSL row and the baselines, so none is starved or over-trained by a fixed count).
+        patience: Epochs without a better validation AUROC before a classifier row stops.
         seeds: Number of seeds (``seed``, ``seed + 1``, ...); every row is rerun per seed.
         weights: Existing weights file for the backbone (timm/ImageNet checkpoint or an
             export); adds the "continued from existing weights" row. No network access.
@@ -87,7 +96,8 @@ class QuickstartConfig:
     image_size: int = 64
     nuisance: float = 0.5
     ssl_epochs: int = 25
-    finetune_epochs: int = 10
+    finetune_epochs: int = 40
+    patience: int = 5
     frozen_epochs: int = 3
     label_fraction: float = 0.25
     batch_size: int = 64
@@ -114,6 +124,29 @@ class QuickstartConfig:
             coreset_fraction=0.05,
         )
         return cls(**(base | kwargs))
+
+
+class BestValidation(L.Callback):
+    """Keep the weights (and buffers: the threshold) of the best validation epoch in memory.
+
+    At the end of ``fit`` the module gets them back, so ``test``, ONNX export and the table use
+    the epoch the stopping rule picked; nothing is read back from a file.
+    """
+
+    def __init__(self, monitor: str = MONITOR) -> None:
+        self.monitor, self.best, self.best_epoch, self.state = monitor, float("-inf"), -1, None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        if float(value) > self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
 
 
 def _trainer(folder: Path, name: str, epochs: int, callbacks: list, seed: int) -> L.Trainer:
@@ -185,10 +218,14 @@ def finetune(
         lr=3e-3,
         threshold_mode="f1",
     )
-    trainer = _trainer(folder, name, cfg.finetune_epochs, _recipe_callbacks(cfg, recipe), seed)
+    best = BestValidation()
+    stop = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)
+    callbacks = [*_recipe_callbacks(cfg, recipe), best, stop]
+    trainer = _trainer(folder, name, cfg.finetune_epochs, callbacks, seed)
     trainer.fit(classifier, datamodule=data)
     results = trainer.test(classifier, datamodule=data, verbose=False)[0]
     metrics = {key: float(results[TEST_KEYS[key]]) for key in METRICS}
+    metrics["best_epoch"] = float(best.best_epoch)
     metrics["threshold"] = float(classifier.threshold)
     if export:
         metrics["onnx"] = str(classifier.to_onnx(folder / name / "classifier.onnx"))
@@ -244,9 +281,9 @@ def run_seed(cfg: QuickstartConfig, root: Path, folder: Path, seed: int) -> dict
 
 
 # ----------------------------------------------------------------------------- statistics
-def spread(values: Sequence[float], signed: bool = False) -> str:
+def spread(values: Sequence[float], signed: bool = False, fmt: str = ".3f") -> str:
     """``median`` for one value, ``median [min, max]`` for several."""
-    fmt = "+.3f" if signed else ".3f"
+    fmt = "+" + fmt if signed else fmt
     med = statistics.median(values)
     if len(values) == 1:
         return f"{med:{fmt}}"
@@ -284,8 +321,11 @@ def tables(per_seed: list[dict[str, dict]]) -> str:
     values = {n: {k: [s[n][k] for s in per_seed] for k in per_seed[0][n]} for n in names}
     classify = [n for n in names if "auroc" in values[n]]
     detect = [n for n in names if "image_auroc" in values[n]]
-    keys = [*METRICS, "threshold"]
-    rows = [[n, *(spread(values[n][k]) for k in keys)] for n in classify]
+    keys = [k for k in (*METRICS, "threshold", "best_epoch") if k in values[classify[0]]]
+    rows = [
+        [n, *(spread(values[n][k], fmt="g" if k == "best_epoch" else ".3f") for k in keys)]
+        for n in classify
+    ]
     out = [_markdown(["defect classification", *(LABELS[k] for k in keys)], rows)]
     header = ["difference to the SSL row"]
     for k in DIFF_METRICS:
@@ -317,8 +357,10 @@ def _report(cfg: QuickstartConfig, root: Path, folder: Path, table: str, minutes
     over = f"median [min, max] over seeds {seeds}" if cfg.seeds > 1 else f"seed {cfg.seed}"
     return (
         f"Test split of {root} ({cfg.backbone}, {cfg.image_size} px; {over}). Classification: "
-        f"{cfg.label_fraction:.0%} of the training labels, {cfg.finetune_epochs} epochs, "
-        f"threshold chosen on validation. Differences are paired per seed; 'beyond seed "
+        f"{cfg.label_fraction:.0%} of the training labels; every row trains until its "
+        f"validation AUROC has not improved for {cfg.patience} epochs (at most "
+        f"{cfg.finetune_epochs}) and is tested at its best epoch, with the threshold chosen "
+        f"there. Differences are paired per seed; 'beyond seed "
         f"spread' = same sign on every seed and larger than either row's range.\n\n{table}\n\n"
         f"Run folder: {folder.resolve()} ({minutes:.1f} min)\n"
         f"  pretrain/backbone.safetensors  exported backbone (timm loads it)\n"
