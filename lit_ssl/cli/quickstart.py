@@ -97,7 +97,7 @@ class QuickstartConfig:
     nuisance: float = 0.5
     ssl_epochs: int = 25
     finetune_epochs: int = 40
-    patience: int = 5
+    patience: int = 10
     frozen_epochs: int = 3
     label_fraction: float = 0.25
     batch_size: int = 64
