@@ -946,12 +946,11 @@ def long_verdict(long: dict) -> str:
         holds = f"it does not hold on every seed ({sign} in the median)"
     steps = [*map(str, LONG["probe_at"]), None]
     medians = [float(np.median(long_gaps(long, st)["aligned"] or [np.nan])) for st in steps]
-    trend = ", ".join(
+    trend = "median gap " + ", ".join(
         f"{m:+.3f} at step {st or LONG['steps']}" for m, st in zip(medians, steps, strict=True)
     )
     rising = all(b > a for a, b in zip(medians, medians[1:], strict=False))
     grows = "grows steadily" if rising else "does not grow steadily"
-    trend = "median gap " + trend
     alpha0 = final["alpha0"]
     control = (
         f"; at α = 0 the median gap is {np.median(alpha0):+.3f} ({len(alpha0)} seeds)"
