@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -63,26 +65,64 @@ def test_tables_pair_each_row_with_the_ssl_row():
     assert "-0.200 [-0.200, -0.200] (beyond seed spread: yes)" in text  # anomaly, image AUROC
 
 
-def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block(
-    tiny_factory_data, tmp_path, capsys
+NOISE = (
+    "Tip:",  # Lightning's litlogger advertisement
+    "eval mode",
+    "Deprecat",
+    "deprecated",
+    "no optimizer",
+    "will override existing callbacks",
+    "GPU available",
+)
+
+
+def test_quickstart_fast_runs_every_baseline_and_the_anomaly_block_quietly(
+    tiny_factory_data, tmp_path
 ):
-    folder, root = str(tmp_path / "qs"), str(tiny_factory_data)
-    cfg = QuickstartConfig.fast(output=folder, root=root, ssl_epochs=1)
-    rows = run_quickstart(cfg)
-    assert list(rows) == [SSL, SCRATCH, FLOOR, ANOMALY_SSL, ANOMALY_RANDOM]
-    for name in (SSL, SCRATCH, FLOOR):
-        (metrics,) = rows[name]
-        assert 0.0 <= metrics["auroc"] <= 1.0 and 0.0 <= metrics["defect_recall"] <= 1.0
-        assert metrics["best_epoch"] in {0.0, 1.0}  # the fast budget: at most 2 epochs
-    assert Path(rows[SSL][0]["onnx"]).is_file()
-    for name in (ANOMALY_SSL, ANOMALY_RANDOM):
-        assert 0.0 <= rows[name][0]["image_auroc"] <= 1.0
-        assert 0.0 <= rows[name][0]["pixel_auroc"] <= 1.0  # the synthetic data has masks
-    printed = capsys.readouterr().out
-    assert f"| {SCRATCH} − SSL |" in printed and "n/a (1 seed)" in printed
+    """``lit-ssl quickstart --fast`` as a user types it: every row, and no Lightning noise."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    command = [sys.executable, "-m", "lit_ssl.cli", "quickstart", "--fast"]
+    command += ["--output", "qs", "--root", str(tiny_factory_data)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert [noise for noise in NOISE if noise in output] == [], output[-3000:]
+    assert done.stderr.strip() == "", done.stderr[-3000:]  # stderr: real problems only
     results = (tmp_path / "qs" / "results.md").read_text()
-    assert f"| {FLOOR} |" in results and "anomaly detection" in results
+    for name in (SSL, SCRATCH, FLOOR):
+        (row,) = [line for line in results.splitlines() if line.startswith(f"| {name} |")]
+        assert row.split("|")[-2].strip() in {"0", "1"}  # best epoch within the 2-epoch budget
+    assert f"| {SCRATCH} − SSL |" in done.stdout and "n/a (1 seed)" in done.stdout
+    assert f"| {ANOMALY_SSL} |" in results and f"| {ANOMALY_RANDOM} |" in results
     assert (tmp_path / "qs" / "pretrain" / "backbone.safetensors").is_file()
+    assert (tmp_path / "qs" / "finetune_ssl" / "classifier.onnx").is_file()
+
+
+def test_unknown_subcommand_and_help_list_every_subcommand(capsys):
+    from lit_ssl.cli.main import main
+
+    assert main(["bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "'bogus' is not a lit-ssl subcommand" in err
+    for name in ("fit", "predict", "export", "quickstart", "diagnose", "synth", "preview"):
+        assert name in err
+    assert main(["--help"]) == 0
+    assert "Subcommands: fit, validate, test, predict, diagnose, export" in capsys.readouterr().out
+
+
+def test_quiet_filter_drops_lightnings_noise_and_keeps_the_rest():
+    import logging
+
+    from lit_ssl.cli.quiet import _DropNoise
+
+    def shown(message: str) -> bool:
+        record = logging.LogRecord("lightning.pytorch.x", logging.INFO, "", 0, message, (), None)
+        return bool(_DropNoise().filter(record))
+
+    assert not shown("💡 Tip: For seamless cloud logging, try installing litlogger")
+    assert not shown("GPU available: False, used: False")
+    assert shown("Restoring states from the checkpoint path at last.ckpt")
 
 
 def test_missing_weights_file_fails_before_any_training(tmp_path):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,25 +75,6 @@ def newest_last_checkpoint(runs: str | Path) -> Path | None:
     return max(found)[2] if found else None
 
 
-# Lightning 2.6 on torch >= 2.9: a deprecation inside Lightning, printed on every run.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-class _NoAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-def _lightning_info_to_stdout() -> None:
-    """Lightning's info lines (seed, devices) on stdout, so stderr holds only problems."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                handler.setStream(sys.stdout)
-            if not any(isinstance(f, _NoAdverts) for f in handler.filters):
-                handler.addFilter(_NoAdverts())
-
-
 class LitSSLCLI(LightningCLI):
     """LightningCLI with lit_ssl's defaults.
 
@@ -117,7 +96,6 @@ class LitSSLCLI(LightningCLI):
     def __init__(
         self, recipe: str = "default", run_record: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        _lightning_info_to_stdout()
         self.recipe = recipe
         self.run_record = {} if run_record is None else run_record
         defaults = {

@@ -4,6 +4,8 @@
 LightningCLI conventions (model and data as ``class_path``/``init_args``). Outputs go to one
 run folder ``runs/<recipe>/version_<n>/`` (checkpoints, exported weights, metrics CSV,
 figures, resolved config). ``lit-ssl export|synth|quickstart|preview|diagnose`` are tools.
+Output is quiet: lit_ssl's own lines, progress bars and real problems; ``--verbose`` shows
+everything Lightning prints, ``--debug`` the traceback of an error.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import re
 import shutil
 import sys
 import traceback
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from lit_ssl.cli.errors import LitSSLError, UsageError, is_parser_error_text, short_parser_error
+from lit_ssl.cli.quiet import quiet_lightning
 
 __all__ = ["main", "recipe_name"]
 
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # What a user can fix; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (LitSSLError, ValueError, OSError, argparse.ArgumentError)
 # Lightning's refusal of a model and a datamodule that log one key with two values.
@@ -46,8 +49,6 @@ def recipe_name(argv: Sequence[str]) -> str:
 def _lightning_cli(argv: list[str], record: dict[str, Any]) -> None:
     from lit_ssl.cli.lightning_cli import LitSSLCLI
 
-    # argv is sys.argv less --debug; Lightning warns when both are given.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     LitSSLCLI(args=argv, recipe=recipe_name(argv), run_record=record)
 
 
@@ -78,26 +79,44 @@ def _usage_errors_raise() -> Iterator[None]:
         argparse.ArgumentParser.error = original  # type: ignore[method-assign]
 
 
-def _run(args: list[str], record: dict[str, Any]) -> int:
+def _subcommands(tools: dict[str, Any]) -> str:
+    """Every subcommand, Lightning's and the package's own, one line."""
+    return ", ".join([*LIGHTNING_SUBCOMMANDS, *sorted(tools)])
+
+
+def _run(args: list[str], record: dict[str, Any], verbose: bool = False) -> int:
     tools = _tools()
     if args and args[0] in tools:
+        quiet_lightning(verbose)
         with _usage_errors_raise():
             return int(tools[args[0]](args[1:]) or 0)
     if not args or args[0] in ("-h", "--help"):
         print(__doc__.strip())
-        print("\nTools: " + ", ".join(sorted(tools)) + " (lit-ssl <tool> --help)")
+        print(f"\nSubcommands: {_subcommands(tools)} (lit-ssl <subcommand> --help)")
         if not args:
             return 0
+    elif not args[0].startswith("-") and args[0] not in LIGHTNING_SUBCOMMANDS:
+        raise UsageError(
+            f"{args[0]!r} is not a lit-ssl subcommand; choose one of: {_subcommands(tools)}.\n"
+            "See: lit-ssl --help"
+        )
+    quiet_lightning(verbose)
     _lightning_cli(args, record)
     return 0
 
 
+def _flag(args: list[str], name: str) -> bool:
+    """Whether ``name`` was given (every occurrence is removed from ``args``)."""
+    given = name in args
+    while name in args:
+        args.remove(name)
+    return given
+
+
 def _debug_requested(args: list[str]) -> bool:
     """``--debug`` (removed from ``args``) or ``LIT_SSL_DEBUG=1``."""
-    flag = "--debug" in args
-    while "--debug" in args:
-        args.remove("--debug")
-    return flag or os.environ.get("LIT_SSL_DEBUG", "").strip().lower() in ("1", "true", "yes")
+    environment = os.environ.get("LIT_SSL_DEBUG", "").strip().lower()
+    return _flag(args, "--debug") or environment in ("1", "true", "yes")
 
 
 def _user_message(error: BaseException, args: list[str]) -> str:
@@ -162,9 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    verbose = _flag(args, "--verbose")
     record: dict[str, Any] = {}
     try:
-        return _run(args, record)
+        return _run(args, record, verbose)
     except KeyboardInterrupt:
         print("lit-ssl: interrupted", file=sys.stderr)
         return 130

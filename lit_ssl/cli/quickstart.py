@@ -395,11 +395,15 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, list[dict[str, float]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``lit-ssl quickstart [--fast] [--seeds N] [--weights FILE] [--output DIR] [--backbone]``."""
+    """``lit-ssl quickstart [--fast] [--seeds N] [--weights FILE] [--output DIR] [--backbone]
+    [--root DIR]``."""
     parser = argparse.ArgumentParser(prog="lit-ssl quickstart", description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="sub-minute smoke run")
     parser.add_argument("--output", default="runs/quickstart", help="run folder")
     parser.add_argument("--backbone", default=None, help="timm architecture name")
+    parser.add_argument(
+        "--root", default=None, help="an MVTec-style tree to run on (default: embedded data)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (e.g. 3)")
     parser.add_argument(
@@ -408,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {"output": args.output, "seed": args.seed, "seeds": args.seeds}
     overrides["weights"] = args.weights
+    if args.root:
+        overrides["root"] = args.root
     if args.backbone:
         overrides["backbone"] = args.backbone
     cfg = QuickstartConfig.fast(**overrides) if args.fast else QuickstartConfig(**overrides)
