@@ -1,0 +1,46 @@
+"""Per-defect-type evidence: recall at the threshold and AUROC against good, per type."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_ssl.per_type import PerTypeEvidence, TypeEvidence, callouts
+
+
+def test_each_type_gets_its_recall_and_auroc_against_good():
+    evidence = PerTypeEvidence(["good", "crack", "scratch", "hole"])
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.25, 0.15, 0.6])
+    types = torch.tensor([0, 0, 0, 1, 1, 2, 2, -1])  # -1: unknown type, left out
+    evidence.update(scores[:4], scores[:4] > 0.5, types[:4])  # two batches
+    evidence.update(scores[4:], scores[4:] > 0.5, types[4:])
+    result = evidence.compute()
+    assert set(result) == {"crack", "scratch"}  # no hole in the test set: no row
+    assert result["crack"] == TypeEvidence(images=2, caught=2, auroc=1.0)
+    assert result["scratch"].caught == 0 and result["scratch"].recall == 0.0
+    # scratch scores 0.25, 0.15 against good 0.1, 0.2, 0.3: 3 of 6 pairs ranked right
+    assert result["scratch"].auroc == pytest.approx(0.5)
+
+
+def test_a_type_caught_less_than_half_the_time_is_called_out_in_one_line():
+    lines = callouts(
+        {
+            "scratch": TypeEvidence(images=8, caught=0, auroc=0.57),
+            "crack": TypeEvidence(images=8, caught=7, auroc=0.99),
+            "spot": TypeEvidence(images=4, caught=2, auroc=None),  # exactly half: not called
+        }
+    )
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith("defect type 'scratch': caught in 0 of 8 test images")
+    assert "AUROC against good 0.57" in lines[0]
+
+
+def test_without_good_images_the_auroc_is_none_not_a_made_up_number():
+    evidence = PerTypeEvidence(["ok", "dent"])
+    evidence.update(torch.tensor([0.7, 0.2]), torch.tensor([True, False]), torch.tensor([1, 1]))
+    assert evidence.compute() == {"dent": TypeEvidence(images=2, caught=1, auroc=None)}
+
+
+def test_good_index_must_name_a_class():
+    with pytest.raises(ValueError, match="good_index=3"):
+        PerTypeEvidence(["good", "dent"], good_index=3)
