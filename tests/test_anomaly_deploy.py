@@ -103,6 +103,6 @@ def test_predict_writes_scores_decisions_and_maps_of_flagged_images(fitted, caps
         assert row["label"] == Path(row["path"]).parent.name  # class folders: label known
     for row in flagged:
         assert Image.open(run / row["heatmap"]).size == (2 * SIZE, SIZE)  # image | overlay
-    assert len(list((run / "heatmaps").glob("*.png"))) == len(flagged)
+    assert len(list((run / "heatmaps").rglob("*.png"))) == len(flagged)
     assert (run / "skipped.txt").read_text().split() == [str(new / "good" / "broken.png")]
     assert "broken.png" in capsys.readouterr().out

@@ -4,6 +4,7 @@ MIL / mask-tile training, heat maps from predict, tiled ONNX parity."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -185,9 +186,13 @@ def test_predict_writes_heat_maps_of_flagged_images(tmp_path):
     flagged = [r for r in rows if r["decision"] == "defect"]
     assert 0 < len(flagged) < 6
     assert all(r["heatmap"] == "" for r in rows if r["decision"] == "good")
-    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("heatmaps/*"))
+    written = sorted(
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("heatmaps/**/*.png")
+    )
     assert written == sorted(r["heatmap"] for r in flagged)
-    assert all(r["heatmap"].endswith(".tif.png") and "line__" in r["heatmap"] for r in flagged)
+    assert all(
+        r["heatmap"].endswith("/data/line/" + Path(r["path"]).name + ".png") for r in flagged
+    )
     picture = np.asarray(Image.open(tmp_path / flagged[0]["heatmap"]))
     assert picture.shape == (40, 80, 3)  # the frame, and the frame with its tile scores
 
@@ -198,7 +203,9 @@ def test_heat_map_pixels_take_the_highest_covering_tile_and_names_follow_paths()
     assert pixels.shape == (24, 24)
     assert pixels[0, 0] == pytest.approx(0.1) and pixels[0, 20] == pytest.approx(0.9)
     assert pixels[12, 12] == pytest.approx(0.9) and pixels[20, 4] == pytest.approx(0.3)
-    assert heatmap_name("/d/a/b c.png", "/d") == "a__b_c.png.png"
+    assert heatmap_name("/d/a/b c.png", "/d") == "a/b c.png.png"
+    assert heatmap_name("/d/a__b.png", "/d") == "a__b.png.png"
+    assert heatmap_name("/d/../e/f.png", "/d") == "e/f.png.png"  # not below /d: whole path
     assert heatmap_name(None, index=3) == "image_000003.png"
 
 

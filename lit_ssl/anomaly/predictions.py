@@ -4,8 +4,9 @@
 ``decision`` (``"defect"`` if the score is above the stored threshold, else ``"good"``),
 ``label`` (the class name when known) and, for flagged images only, the image and its map
 under private keys. :class:`AnomalyPredictionWriter` (added by the detector itself) saves each
-flagged image's overlay as ``<run>/heatmaps/<name>.png`` (named like the classifier's heat
-maps, :func:`~lit_ssl.classify.heatmaps.heatmap_name`) as the batches come (the tensors are
+flagged image's overlay as ``<run>/heatmaps/<path>.png`` (named like the classifier's heat
+maps, :func:`~lit_ssl.classify.heatmaps.heatmap_name`: the image's folders are kept, so two
+images never share a file) as the batches come (the tensors are
 then dropped), records it in the ``heatmap`` column (relative to the run folder), and
 writes ``predictions.csv`` (+ ``skipped.txt`` for unreadable files) when prediction ends, as
 the classifier's ``PredictionsCSVWriter`` does. Under DDP every rank writes its own PNGs into
@@ -44,11 +45,10 @@ class AnomalyPredictionWriter(PredictionsCSVWriter):
         batch_idx: int,
     ) -> list[dict[str, Any]]:
         """Write the overlay of every flagged row (its image and map travel in private keys)."""
-        index = batch_idx * len(rows) * trainer.world_size + trainer.global_rank * len(rows)
         for i, row in enumerate(rows):
             image, anomaly_map, scale = (row.pop(k, None) for k in (IMAGE_KEY, MAP_KEY, SCALE_KEY))
             row["heatmap"] = ""
             if image is not None:
-                row["heatmap"], file = self._heatmap_file(trainer, row.get("path"), index + i)
+                row["heatmap"], file = self._heatmap_file(trainer, row.get("path"), i)
                 save_overlay_png(image, overlay(image[None], anomaly_map[None], scale)[0], file)
         return rows

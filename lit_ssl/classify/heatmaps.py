@@ -8,13 +8,14 @@ Tiles of grid padding (outside the frame) are cut away.
 
 ``PredictionsCSVWriter`` writes them during ``trainer.predict`` into ``heatmaps/`` next to
 ``predictions.csv`` (each DDP rank its own images) and names them in the ``heatmap`` column.
+Names keep the image's folders (:func:`heatmap_name`): ``a/x.png`` and ``a__x.png`` get
+``heatmaps/a/x.png.png`` and ``heatmaps/a__x.png.png``, never the same file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 
 import numpy as np
 from PIL import Image
@@ -28,26 +29,39 @@ _ANCHORS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _COLOURS = np.array(
     [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def heatmap_name(path: str | None, root: str | Path | None = None, index: int = 0) -> str:
-    """File name of an image's heat map: its path (below ``root`` when inside it) with the
-    folders joined by ``__``, plus ``.png``; ``image_<index>.png`` without a path.
+    """Relative (POSIX) name of an image's heat map: the image's path below ``root``, folders
+    kept, plus ``.png``; ``image_<index>.png`` without a path.
+
+    Distinct paths give distinct names: the folders are kept as folders (nothing is joined or
+    replaced), and a path not below ``root`` (or any path when ``root`` is None) keeps its
+    whole absolute path (the drive, if any, as a first folder), so the name never holds
+    ``..`` and never leaves the heat-map folder. Paths are made absolute and normalised
+    (``a/../b`` is ``b``), not resolved (a symlink keeps its own name).
 
     Example:
         >>> heatmap_name("/data/line3/scratch/007.tif", "/data/line3")
-        'scratch__007.tif.png'
+        'scratch/007.tif.png'
     """
     if path is None:
         return f"image_{index:06d}.png"
-    file = Path(path)
-    parts = file.parts
+    file = os.path.abspath(path)
+    parts: tuple[str, ...] | None = None
     if root is not None:
-        with contextlib.suppress(ValueError):  # not below root: the whole path
-            parts = file.resolve().relative_to(Path(root).resolve()).parts
-    parts = [p for p in parts if p not in (file.anchor, "", ".", "..")]
-    return "__".join(_UNSAFE.sub("_", p) for p in parts) + ".png"
+        base = os.path.abspath(root)
+        try:
+            if os.path.commonpath([file, base]) == base:
+                parts = PurePath(os.path.relpath(file, base)).parts
+        except ValueError:  # another drive
+            parts = None
+    if not parts or parts == (".",):
+        pure = PurePath(file)
+        drive = pure.drive.replace(":", "").strip("\\/").replace("\\", "_").replace("/", "_")
+        parts = ((drive,) if drive else ()) + pure.parts[1:]
+    kept = [p for p in parts if p not in ("", ".", "..")]
+    return "/".join(kept) + ".png"
 
 
 def pixel_scores(tile_map: Tensor | np.ndarray, height: int, width: int, tile: int, stride: int):

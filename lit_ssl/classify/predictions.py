@@ -17,13 +17,18 @@ rank 0 writes the one file.
 Tiled classifiers (``DefectClassifier(tile_size=N)``) add a ``heatmap`` column: the writer
 saves a heat-map PNG of the tile scores for every image whose decision is ``"defect"`` into
 ``heatmaps/`` next to the CSV (``lit_ssl.classify.heatmaps``; every DDP rank writes its own
-images' files as their batches come) and names it there (``heatmaps/<name>.png``, empty for
-images not flagged).
+images' files as their batches come) and names it there (``heatmaps/<path>.png``, empty for
+images not flagged). The name keeps the image's folders below the common folder of the
+datamodule's root and samples (``defect/007.tif`` -> ``heatmaps/defect/007.tif.png``; see
+:func:`~lit_ssl.classify.heatmaps.heatmap_name`), so two images never share a picture; the
+count printed at the end is that of the distinct pictures named in the CSV.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +133,10 @@ class PredictionsCSVWriter(BasePredictionWriter):
         self.path = None if path is None else Path(path)
         self._rows: list[dict[str, Any]] = []
         self._csv: Path | None = None
-        self._heatmaps = 0
+        self._base: str | None = None
+        self._names: dict[str, str | None] = {}
+        self._batch_indices: list[int] | None = None
+        self._written = 0
 
     def _csv_path(self, trainer: L.Trainer) -> Path:
         # trainer.log_dir broadcasts from rank 0: every rank must call this
@@ -136,8 +144,10 @@ class PredictionsCSVWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
-        self._heatmaps = 0
+        self._names = {}
+        self._written = 0
         self._csv = self._csv_path(trainer)  # every rank runs this hook: the collective is safe
+        self._base = _heatmap_base(trainer)  # the same on every rank (no collective)
 
     def write_on_batch_end(
         self,
@@ -150,13 +160,31 @@ class PredictionsCSVWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         rows = flatten_predictions([prediction])
+        indices = list(batch_indices) if batch_indices is not None else None
+        self._batch_indices = indices if indices and len(indices) == len(rows) else None
         self._rows.extend(self.add_heatmaps(trainer, pl_module, rows, batch, batch_idx))
 
-    def _heatmap_file(self, trainer: L.Trainer, path: str | None, index: int) -> tuple[str, Path]:
-        """``heatmaps/<name>.png`` (the CSV's ``heatmap`` value) and where to write it."""
-        root = getattr(getattr(trainer, "datamodule", None), "root", None)
-        name = f"{HEATMAP_DIR}/{heatmap_name(path, root, index)}"
-        self._heatmaps += 1
+    def _heatmap_file(
+        self, trainer: L.Trainer, path: str | None, position: int
+    ) -> tuple[str, Path]:
+        """``heatmaps/<name>.png`` (the CSV's ``heatmap`` value) and where to write it.
+
+        Args:
+            trainer: The trainer.
+            path: The image's path (None: named by its dataset index).
+            position: The row's position in its batch.
+        """
+        if self._batch_indices is not None:
+            index = self._batch_indices[position]
+        else:  # unique per rank, and across ranks
+            index = self._written * trainer.world_size + trainer.global_rank
+        name = heatmap_name(path, self._base, index)
+        if self._names.get(name, path) != path:  # only for paths outside the base folder
+            digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+            name = f"{name[: -len('.png')]}.{digest}.png"
+        self._names[name] = path
+        self._written += 1
+        name = f"{HEATMAP_DIR}/{name}"
         return name, (self._csv or self._csv_path(trainer)).parent / name
 
     def add_heatmaps(
@@ -176,14 +204,13 @@ class PredictionsCSVWriter(BasePredictionWriter):
             return rows
         images = as_batch(batch).views[0]
         tile, stride = pl_module.hparams.tile_size, pl_module.hparams.tile_stride
-        index = batch_idx * len(rows) * trainer.world_size + trainer.global_rank * len(rows)
         out = []
         for i, row in enumerate(rows):
             row = dict(row)
             tile_map = row.pop(TILE_SCORES)
             row["heatmap"] = ""
             if row.get("decision") == "defect":
-                row["heatmap"], file = self._heatmap_file(trainer, row.get("path"), index + i)
+                row["heatmap"], file = self._heatmap_file(trainer, row.get("path"), i)
                 write_heatmap(file, images[i], tile_map, tile, stride)
             out.append(row)
         return out
@@ -192,12 +219,33 @@ class PredictionsCSVWriter(BasePredictionWriter):
         # every rank runs this method to the end: the gather and log_dir are collectives
         rows = _gather(self._rows)
         path = self._csv or self._csv_path(trainer)
-        if self._heatmaps:
-            print(f"Wrote {self._heatmaps} heat map(s) to {path.parent / HEATMAP_DIR}")
+        pictures = {row["heatmap"] for row in rows if row.get("heatmap")}
+        if pictures and trainer.is_global_zero:
+            print(f"Wrote {len(pictures)} heat map(s) to {path.parent / HEATMAP_DIR}")
         skipped = list(getattr(trainer.datamodule, "skipped_files", None) or [])
         self._rows = []
         if trainer.is_global_zero:
             _write_outputs(rows, path, skipped, list_skipped=self.path is None)
+
+
+def _heatmap_base(trainer: L.Trainer) -> str | None:
+    """The folder heat-map names are relative to: the deepest folder holding the datamodule's
+    ``root`` (when a folder) and every sample's file; None without a datamodule that says."""
+    datamodule = getattr(trainer, "datamodule", None)
+    folders = {
+        os.path.dirname(os.path.abspath(path))
+        for path in (getattr(s, "path", None) for s in getattr(datamodule, "samples", None) or [])
+        if isinstance(path, str)
+    }
+    root = getattr(datamodule, "root", None)
+    if isinstance(root, str | os.PathLike) and os.path.isdir(root):
+        folders.add(os.path.abspath(root))
+    if not folders:
+        return None
+    try:
+        return os.path.commonpath(sorted(folders))
+    except ValueError:  # folders on different drives
+        return None
 
 
 def _write_outputs(

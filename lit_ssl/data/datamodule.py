@@ -56,9 +56,23 @@ from lit_ssl.augment.views import MultiView, multi_view
 from lit_ssl.data.batch import ViewSpec, collate_batch
 from lit_ssl.data.crops import WindowSampler, check_crop_size
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
-from lit_ssl.data.io import IMAGE_EXTENSIONS, WalkReport, infer_bit_depth, multipage_message
+from lit_ssl.data.io import (
+    IMAGE_EXTENSIONS,
+    WalkReport,
+    declared_depth,
+    infer_bit_depth,
+    multipage_message,
+)
 from lit_ssl.data.layouts import LAYOUTS, Sample, find_samples
-from lit_ssl.data.scan import ScanResult, cache_notice, scan_files
+from lit_ssl.data.scan import (
+    Scaling,
+    ScanResult,
+    cache_notice,
+    infer_scaling,
+    sample_paths,
+    sample_stats,
+    scan_files,
+)
 from lit_ssl.data.synthetic import default_dataset
 from lit_ssl.data.table import (
     assign_splits,
@@ -131,13 +145,19 @@ class FactoryDataModule(L.LightningDataModule):
             only (``val_fraction`` of it, stratified); test stays test.
         category: One object of a multi-object dataset: the VisA ``object`` column, or a
             sub-folder of ``root`` (an MVTec AD category) used as the root.
-        bit_depth: Significant bits of 16-bit images; None infers one depth for the dataset.
+        bit_depth: Significant bits of 16-bit images (it wins over a TIFF's declared bits);
+            None: a TIFF's declared 9-15 bits, else one depth for the whole dataset inferred
+            at setup from the largest value of a fixed sample of the files (all of them up to
+            64; the same with or without ``verify_files``), with a warning saying so.
         cache_images: Keep decoded images (native dtype) in memory: None (default) up to the
             ``cache_limit_mb`` budget, the rest read from disk (a one-line warning counts
-            both); True every image, no budget; False none.
+            both); True every image, no budget (with ``verify_files=False`` too: the files
+            are then decoded at setup to fill it); False none. The cache is filled at setup,
+            so with ``verify_files=False`` and None nothing is cached.
         cache_limit_mb: Byte budget of the cache in MiB; None (default) is 25 % of the
             machine's physical memory.
-        verify_files: Decode every file at setup to find bad files early (recommended).
+        verify_files: Decode every file at setup to find bad files early (recommended). The
+            pixel scaling does not depend on it.
         pin_memory: Pin batches in memory; None pins when CUDA is available.
         persistent_workers: Keep workers alive between epochs (when ``num_workers > 0``).
         drop_last: Drop the last incomplete training batch (never for ``task="anomaly"``,
@@ -288,14 +308,21 @@ class FactoryDataModule(L.LightningDataModule):
         self._skipped = sorted({*scan.bad, *self._skipped})
         self.samples = [s for s in samples if s.path not in scan.bad]
         _check(bool(self.samples), f"none of the {len(samples)} files under {root} is readable")
+        scaling = self._scaling(samples, scan)  # every listed file: the same sample either way
         self._label_and_split(root)
         self._store = ImageStore(
             [s.path for s in self.samples],
             hp.in_chans,
-            self._bit_depth(scan),
+            hp.bit_depth if hp.bit_depth is not None else scaling.bit_depth,
             scan.cache,
             skip_bad=hp.on_bad_file == "skip",
-            float_scale=self._float_scale(scan),
+            float_scale=scaling.float_scale,
+            trust_declared=hp.bit_depth is None,
+            declared={
+                path: stats.declared_bits
+                for path, stats in scan.stats.items()
+                if declared_depth(stats.declared_bits) is not None
+            },
         )
         self._ready = True
         self._log_summary()
@@ -334,8 +361,20 @@ class FactoryDataModule(L.LightningDataModule):
 
     def _scan(self, samples: list[Sample]) -> ScanResult:
         hp = self.hparams
-        if not hp.verify_files:
+        if not hp.verify_files and hp.cache_images is not True:
+            if hp.cache_limit_mb is not None and hp.cache_images is None:
+                warnings.warn(
+                    f"cache_limit_mb={hp.cache_limit_mb} is unused: with verify_files=False "
+                    "nothing is decoded at setup, so nothing is cached; set verify_files=True "
+                    "or cache_images=True to fill the cache",
+                    stacklevel=4,
+                )
             return ScanResult()
+        if not hp.verify_files:
+            log.warning(
+                "cache_images=True: every file is decoded once at setup to fill the cache, as "
+                "verify_files=True does (unreadable files are found and skipped there too)"
+            )
         paths = [s.path for s in samples]
         scan = scan_files(paths, hp.cache_images, hp.cache_limit_mb, min(8, os.cpu_count() or 1))
         if scan.bad:
@@ -367,29 +406,61 @@ class FactoryDataModule(L.LightningDataModule):
             raise ValueError(f"{message}\nfix or delete them, or set on_bad_file='skip'")
         warnings.warn(f"{message}\nthey are skipped (on_bad_file='skip')", stacklevel=3)
 
-    def _bit_depth(self, scan: ScanResult) -> int | None:
-        if self.hparams.bit_depth is not None:
-            return self.hparams.bit_depth
-        if scan.declared_bits is not None:
-            return scan.declared_bits
-        if scan.max_uint16 > 0:
-            bits = infer_bit_depth(scan.max_uint16)
-            log.info("16-bit images scaled as %d-bit (max value %d)", bits, scan.max_uint16)
-            return bits
-        return None
-
-    def _float_scale(self, scan: ScanResult) -> float | None:
-        if scan.max_float is None:
-            return None  # no float file, or not scanned: decided per image
-        if scan.max_float <= 1.0:
-            return 1.0
-        warnings.warn(
-            f"float images hold values up to {scan.max_float:.6g}, above 1: they are read as "
-            "0-255 data and every float image is divided by 255 (not clipped); save them in "
-            "[0, 1] or as 8/16-bit integers if that is wrong",
-            stacklevel=4,
+    def _scaling(self, samples: list[Sample], scan: ScanResult) -> Scaling:
+        """The dataset's bit depth and float scale, from a fixed sample of the listed files
+        (their scan statistics when verified, else decoded here), so pixels are the same with
+        and without ``verify_files``; says loudly what it inferred."""
+        hp = self.hparams
+        total = len(samples)
+        picked = sample_paths([s.path for s in samples])
+        if scan.scanned:
+            stats = {p: scan.stats[p] for p in picked if p in scan.stats}
+        else:
+            stats = sample_stats(picked, min(8, os.cpu_count() or 1))
+        scaling = infer_scaling(stats)
+        which = (
+            f"all {scaling.sampled} readable file(s)"
+            if len(picked) == total
+            else f"{scaling.sampled} file(s) spread over the {total}"
         )
-        return 255.0
+        if hp.bit_depth is None and scaling.bit_depth is not None:
+            bits = scaling.bit_depth
+            warnings.warn(
+                f"16-bit images are scaled as {bits}-bit (divided by {2**bits - 1}), inferred "
+                f"from the largest value ({scaling.top_uint16}) of {which}; the same for every "
+                "image; set bit_depth (--data.bit_depth) to state the camera's depth",
+                stacklevel=4,
+            )
+        if scaling.float_scale == 255.0:
+            warnings.warn(
+                f"float images hold values up to {scaling.top_float:.6g} ({which}), above 1: "
+                "they are read as 0-255 data and every float image is divided by 255 (not "
+                "clipped); save them in [0, 1] or as 8/16-bit integers if that is wrong",
+                stacklevel=4,
+            )
+        if scan.scanned:
+            self._check_scaling(scaling, scan, which)
+        return scaling
+
+    def _check_scaling(self, scaling: Scaling, scan: ScanResult, which: str) -> None:
+        """Warn when files the scan decoded (outside the sample) go beyond the scaling."""
+        hp = self.hparams
+        whole = infer_scaling(scan.stats)
+        bits = hp.bit_depth if hp.bit_depth is not None else scaling.bit_depth
+        if hp.bit_depth is None and whole.top_uint16 > 2 ** (bits or 16) - 1:
+            warnings.warn(
+                f"16-bit images hold values up to {whole.top_uint16}, above the "
+                f"{bits}-bit white inferred from {which}: those pixels are clipped to 1; set "
+                f"bit_depth={infer_bit_depth(whole.top_uint16)} (--data.bit_depth)",
+                stacklevel=5,
+            )
+        if whole.top_float is not None and whole.top_float > 1.0 and scaling.float_scale != 255:
+            warnings.warn(
+                f"float images hold values up to {whole.top_float:.6g}, but none of {which} "
+                "went above 1: values above 1 are clipped to 1; save them in [0, 1] or as "
+                "8/16-bit integers",
+                stacklevel=5,
+            )
 
     def _resplit(self, root: Path) -> bool:
         if self.resplit is not None:

@@ -1,7 +1,8 @@
 """Torch datasets over a sample table: decode once per sample, transform into one or more views.
 
 The per-sample path reads the file once (or takes the array decoded at setup), converts it to
-float32 [0, 1] with ``in_chans`` channels, and runs every view's policy on that one array. With
+float32 [0, 1] with ``in_chans`` channels (one scaling for the whole dataset, see
+:class:`ImageStore`), and runs every view's policy on that one array. With
 a :class:`~lit_ssl.data.crops.WindowSampler` (``crop_size``), each view is first cut out of the
 native-dtype frame (a 16-bit frame stays 16-bit until then) and only that window is converted.
 Each sample is an unbatched :class:`~lit_ssl.data.batch.Batch`; ``collate_batch`` stacks them.
@@ -20,7 +21,14 @@ from torch.utils.data import Dataset, get_worker_info
 from lit_ssl.augment.views import MultiView
 from lit_ssl.data.batch import Batch
 from lit_ssl.data.crops import WindowSampler, cut, defect_points
-from lit_ssl.data.io import BadImageError, convert_channels, decode, infer_bit_depth, to_float
+from lit_ssl.data.io import (
+    BadImageError,
+    convert_channels,
+    declared_depth,
+    decode,
+    to_float,
+    warn_once,
+)
 
 __all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
 
@@ -30,16 +38,25 @@ log = logging.getLogger("lit_ssl.data")
 class ImageStore:
     """Decoded images by index, from an in-memory cache or the disk.
 
+    Scaling is the same for every image, decided before any is read (never per image): a
+    16-bit image is divided by ``2**bits - 1`` with ``bits`` its TIFF's declared depth (9..15,
+    when ``trust_declared``), else ``bit_depth``; a float image by ``float_scale``.
+
     Args:
         paths: Image files.
         in_chans: Channels to return.
-        bit_depth: Significant bits of 16-bit data (None infers per image).
+        bit_depth: Significant bits of 16-bit data (stated by the user, or inferred once for
+            the dataset). None: 16, with a warning the first time a 16-bit image is read.
         cache: Arrays decoded at setup, by path (native dtype); a path missing from it (the
             cache's byte budget was used up) or ``None`` is read from disk at every access.
         skip_bad: When a file fails to decode at run time, use the next readable one
             (with a warning) instead of raising.
-        float_scale: Divisor of float images (1 or 255); None decides per image (see
-            :func:`~lit_ssl.data.io.to_float`).
+        float_scale: Divisor of float images (1 or 255). None: 1, with a warning when an
+            image goes above 1 (its values are clipped).
+        trust_declared: Scale a TIFF declaring 9..15 bits per sample by what it declares
+            (False when the user stated ``bit_depth``, which then wins).
+        declared: Declared depths (9..15) of cached files, by path (the cache keeps arrays
+            only); files read from disk give theirs as they are read.
     """
 
     def __init__(
@@ -50,6 +67,8 @@ class ImageStore:
         cache: dict[str, np.ndarray] | None = None,
         skip_bad: bool = True,
         float_scale: float | None = None,
+        trust_declared: bool = True,
+        declared: dict[str, int] | None = None,
     ):
         self.paths = list(paths)
         self.in_chans = in_chans
@@ -57,6 +76,8 @@ class ImageStore:
         self.cache = cache
         self.skip_bad = skip_bad
         self.float_scale = float_scale
+        self.trust_declared = trust_declared
+        self.declared = dict(declared or {})
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,7 +86,11 @@ class ImageStore:
         path = self.paths[index]
         if self.cache is not None and path in self.cache:
             return self.cache[path]
-        return decode(path).image  # multi-page TIFFs were named at the setup scan
+        decoded = decode(path)  # multi-page TIFFs were named at the setup scan
+        bits = declared_depth(decoded.declared_bits)
+        if bits is not None:
+            self.declared[path] = bits
+        return decoded.image
 
     def image(self, index: int) -> np.ndarray:
         """float32 ``H x W x in_chans`` image in [0, 1] of sample ``index``."""
@@ -78,7 +103,7 @@ class ImageStore:
         set: the next readable sample is used, so its label and path must go with it.
         """
         raw, current = self.read_raw(index)
-        return self.finish(raw), current
+        return self.finish(raw, current), current
 
     def read_raw(self, index: int) -> tuple[np.ndarray, int]:
         """Decoded ``H x W x C`` array of sample ``index`` in its native dtype, and its index.
@@ -95,20 +120,37 @@ class ImageStore:
                 log.warning("skipping unreadable file at run time: %s", error)
         raise BadImageError("no readable image left in the dataset")
 
-    def finish(self, raw: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+    def bits_of(self, index: int | None) -> int:
+        """Bit depth that scales 16-bit sample ``index`` (None: one that declares none)."""
+        path = None if index is None else self.paths[index]
+        if self.trust_declared and path in self.declared:
+            return self.declared[path]
+        if self.bit_depth is not None:
+            return self.bit_depth
+        warn_once(
+            "16-bit images are scaled as 16-bit (divided by 65535): no bit depth was stated "
+            "or inferred for them; set bit_depth (--data.bit_depth) if the camera has fewer bits"
+        )
+        return 16
+
+    def finish(self, raw: np.ndarray, index: int | None = None) -> np.ndarray:
         """float32 ``H x W x in_chans`` in [0, 1] from a native array (or a window of one).
 
         Args:
             raw: The decoded array, or a window cut out of it.
-            frame: The whole frame ``raw`` was cut from; a bit depth or float scale left to
-                per-image inference (``None``) is inferred from it, not from the window.
+            index: The sample it comes from (its declared bit depth); None: a file that
+                declares none.
         """
-        bits, scale = self.bit_depth, self.float_scale
-        source = raw if frame is None else frame
-        if bits is None and raw.dtype == np.uint16 and source.size:
-            bits = infer_bit_depth(int(source.max()))
-        if scale is None and raw.dtype.kind == "f" and source.size:
-            scale = 255.0 if float(source.max()) > 1.0 else 1.0
+        bits, scale = None, self.float_scale
+        if raw.dtype == np.uint16:
+            bits = self.bits_of(index)
+        if scale is None and raw.dtype.kind == "f":
+            scale = 1.0
+            if raw.size and float(raw.max()) > 1.0:
+                warn_once(
+                    "float images with values above 1 are clipped to 1: none of the float files "
+                    "sampled at setup went above 1; save them in [0, 1] or as 8/16-bit integers"
+                )
         return convert_channels(to_float(raw, bits, scale), self.in_chans)
 
 
@@ -205,11 +247,11 @@ class FactoryDataset(Dataset):
         elif label == self.good_label:
             corners = [crops.random(raw.shape)]
         elif self.crop_masks[index] is None or len(self._defect_points(index, raw.shape)) == 0:
-            return [self.store.finish(raw)] * count  # whole frame, letterboxed by the policy
+            return [self.store.finish(raw, index)] * count  # whole frame, letterboxed
         else:
             corners = [crops.containing(raw.shape, self._defect_points(index, raw.shape))]
         corners += corners[:1] * (count - len(corners))  # the clean view: the first window
-        return [self.store.finish(cut(raw, corner, crops.size), raw) for corner in corners]
+        return [self.store.finish(cut(raw, corner, crops.size), index) for corner in corners]
 
     def _defect_points(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
         """Defect pixels of sample ``index``'s mask, read once per worker (may be empty)."""

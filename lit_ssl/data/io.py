@@ -5,19 +5,23 @@ for compressions tifffile cannot decode without ``imagecodecs``, such as LZW), 8
 sample, mono, RGB or RGBA. Every reader returns an ``H x W x C`` array.
 
 Bit-depth scaling (the "12-bit camera in a 16-bit container" problem): an integer image is divided
-by ``2**bit_depth - 1``. ``bit_depth=None`` means "work it out": a TIFF that declares fewer than 16
-bits per sample is scaled by what it declares; otherwise a 16-bit image is scaled by the smallest
-of 10, 12, 14 or 16 bits that holds its maximum value, so a 12-bit camera's frame is not 16x too
-dark. Per-image inference can brighten a genuinely dark 16-bit frame, so
-:class:`~lit_ssl.data.FactoryDataModule` infers one bit depth for the whole dataset at setup (the
-maximum over all 16-bit files) and passes it here; pass ``bit_depth`` explicitly to override.
+by ``2**bit_depth - 1`` (8-bit: 255). For 16-bit data the depth comes from, first to last: the
+``bit_depth`` the caller states (it wins over everything); a TIFF's declared bits per sample
+when below 16 (:func:`declared_depth`); else it is inferred: the smallest of 10, 12, 14 or 16
+bits that holds the largest value, so a 12-bit camera's frame is not 16x too dark.
+:func:`read_image` used alone infers from the one image it reads. Per-image inference brightens
+a genuinely dark frame (a 12-bit frame with values around 500 would be read as 10-bit), so
+:class:`~lit_ssl.data.FactoryDataModule` never does it: it infers **one** depth for the whole
+dataset at setup, from the largest value of a fixed sample of the files
+(:func:`~lit_ssl.data.scan.sample_paths`, the same whether or not ``verify_files`` decoded every
+file), says so in a warning, and passes it down; pass ``bit_depth`` explicitly to state it.
 
 Float TIFFs: values in [0, 1] are used as they are. Float data whose maximum is above 1 (and at
 most 255) is taken to be on the 0-255 scale and divided by 255, with a warning, never clipped
-silently; the data module decides this once for the whole dataset (any float file above 1 means
-every float file is divided by 255). A float file with values above 255, or with any NaN or
-infinity, is a bad file (:class:`BadImageError`, named at the setup scan): convert it to 8/16-bit
-integers or rescale it to [0, 1]. Negative values are clipped to 0.
+silently; the data module decides this once for the whole dataset, from the same sample (any
+sampled float file above 1 means every float file is divided by 255). A float file with values
+above 255, or with any NaN or infinity, is a bad file (:class:`BadImageError`, named at the setup
+scan): convert it to 8/16-bit integers or rescale it to [0, 1]. Negative values are clipped to 0.
 
 Multi-page TIFFs (stacks, pyramids): only page 0 (the first) is read, and the file is named in
 a warning. Files after the end marker (PNG ``IEND`` chunk, JPEG ``EOI``) may hold extra bytes, as
@@ -48,6 +52,7 @@ __all__ = [
     "Decoded",
     "WalkReport",
     "convert_channels",
+    "declared_depth",
     "decode",
     "infer_bit_depth",
     "is_hidden",
@@ -55,6 +60,7 @@ __all__ = [
     "read_image",
     "read_raw",
     "to_float",
+    "warn_once",
 ]
 
 log = logging.getLogger("lit_ssl.data")
@@ -81,7 +87,8 @@ def _log_once(message: str) -> None:
         log.info(message)
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
+    """Issue ``message`` as a ``UserWarning`` once per process."""
     if message not in _logged:
         _logged.add(message)
         warnings.warn(message, stacklevel=3)
@@ -372,8 +379,19 @@ def read_raw(path: str | os.PathLike[str]) -> tuple[np.ndarray, int | None]:
     """
     decoded = decode(path)
     if decoded.pages > 1:
-        _warn_once(multipage_message([str(path)]))
+        warn_once(multipage_message([str(path)]))
     return decoded.image, decoded.declared_bits
+
+
+def declared_depth(bits: int | None) -> int | None:
+    """The depth a TIFF's bits-per-sample states for 16-bit data: 9..15, else None.
+
+    A declared 16 says nothing (cameras of 10-14 bits write 16 too), so it is not used.
+
+    Args:
+        bits: The file's declared bits per sample (None: not a TIFF).
+    """
+    return bits if bits is not None and 8 < bits < 16 else None
 
 
 def infer_bit_depth(max_value: int) -> int:
@@ -416,7 +434,7 @@ def to_float(
         float_scale = 1.0
         if image.size and float(image.max()) > 1.0:
             float_scale = _MAX_FLOAT
-            _warn_once(
+            warn_once(
                 "float images with values above 1 are read as 0-255 data and divided by 255; "
                 "save them in [0, 1] or as 8/16-bit integers to avoid the guess"
             )
@@ -476,6 +494,6 @@ def read_image(
         BadImageError: The file is empty, truncated or not an image.
     """
     raw, declared = read_raw(path)
-    if bit_depth is None and declared is not None and 8 < declared < 16:
-        bit_depth = declared
+    if bit_depth is None:
+        bit_depth = declared_depth(declared)
     return convert_channels(to_float(raw, bit_depth), in_chans)

@@ -6,27 +6,40 @@ thread pool (OpenCV and tifffile release the GIL). Decoded arrays (native dtype,
 crop or resize: 16-bit frames stay 16-bit) are kept in memory until the byte budget
 (``cache_limit_mb``; default :func:`default_cache_limit_mb`, a quarter of the machine's RAM) is
 used; the rest is read from disk on every access. :func:`cache_notice` says how it split.
+
+Pixel scaling (:func:`infer_scaling`) is decided from a fixed sample of the files
+(:func:`sample_paths`: all of them up to :data:`SAMPLE_FILES`, else that many spread evenly over
+the sorted list), never from the whole scan, so it is the same whether the files were verified
+(their statistics come from the scan) or not (:func:`sample_stats` decodes just the sample).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from lit_ssl.data.io import BadImageError, Decoded, decode
+from lit_ssl.data.io import BadImageError, Decoded, declared_depth, decode, infer_bit_depth
 
 __all__ = [
     "CACHE_RAM_FRACTION",
+    "SAMPLE_FILES",
+    "PixelStats",
     "ScanResult",
+    "Scaling",
     "cache_notice",
     "default_cache_limit_mb",
+    "infer_scaling",
+    "sample_paths",
+    "sample_stats",
     "scan_files",
 ]
 
 CACHE_RAM_FRACTION = 0.25
+SAMPLE_FILES = 64  # files whose values decide the dataset's bit depth and float scale
 _FALLBACK_MB = 1024.0  # where the physical memory cannot be read
 
 
@@ -37,6 +50,38 @@ def default_cache_limit_mb() -> float:
     except (AttributeError, OSError, ValueError):
         return _FALLBACK_MB
     return CACHE_RAM_FRACTION * total / 2**20 if total > 0 else _FALLBACK_MB
+
+
+@dataclass(frozen=True)
+class PixelStats:
+    """What pixel scaling needs to know of one decoded file.
+
+    Attributes:
+        dtype: numpy dtype name of the decoded array (``"uint8"``, ``"uint16"``, ``"float32"``).
+        top: Its largest value.
+        declared_bits: Bits per sample a TIFF declares (None for other formats).
+    """
+
+    dtype: str
+    top: float
+    declared_bits: int | None = None
+
+    @classmethod
+    def of(cls, decoded: Decoded) -> PixelStats:
+        """The statistics of a decoded file."""
+        image = decoded.image
+        top = float(image.max()) if image.size else 0.0
+        return cls(image.dtype.name, top, decoded.declared_bits)
+
+    @property
+    def undeclared_16bit(self) -> bool:
+        """A 16-bit file that declares no depth below 16 (its depth must be inferred)."""
+        return self.dtype == "uint16" and declared_depth(self.declared_bits) is None
+
+    @property
+    def is_float(self) -> bool:
+        """A float file."""
+        return self.dtype.startswith("float")
 
 
 @dataclass
@@ -55,6 +100,7 @@ class ScanResult:
         uncached: Readable files left out of the cache (read from disk when needed).
         limit_mb: The budget the cache was filled to (None: unlimited, or no cache).
         largest: ``(height, width)``: the tallest and the widest frame seen.
+        stats: :class:`PixelStats` of every readable file, by path (empty: not scanned).
     """
 
     bad: dict[str, str] = field(default_factory=dict)
@@ -67,6 +113,12 @@ class ScanResult:
     uncached: int = 0
     limit_mb: float | None = None
     largest: tuple[int, int] = (0, 0)
+    stats: dict[str, PixelStats] = field(default_factory=dict)
+
+    @property
+    def scanned(self) -> bool:
+        """Whether the files were decoded (an empty result means they were not)."""
+        return bool(self.stats or self.bad)
 
 
 def _decode(path: str) -> tuple[str, Decoded | None, str | None]:
@@ -78,6 +130,7 @@ def _decode(path: str) -> tuple[str, Decoded | None, str | None]:
 
 def _record(result: ScanResult, path: str, decoded: Decoded) -> None:
     image, declared = decoded.image, decoded.declared_bits
+    result.stats[path] = PixelStats.of(decoded)
     tall, wide = result.largest
     result.largest = (max(tall, image.shape[0]), max(wide, image.shape[1]))
     if decoded.pages > 1:
@@ -131,6 +184,71 @@ def scan_files(
             _keep(result, path, decoded.image, budget)
     result.multipage.sort()
     return result
+
+
+def sample_paths(paths: Sequence[str], count: int = SAMPLE_FILES) -> list[str]:
+    """The files whose values decide the pixel scaling: every path when there are at most
+    ``count``, else ``count`` of them spread evenly over the list (first and last included).
+
+    Args:
+        paths: Every file of the dataset (readable or not), in the dataset's (sorted) order.
+        count: How many to take.
+    """
+    if len(paths) <= count:
+        return list(paths)
+    picks = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(np.int64))
+    return [paths[i] for i in picks.tolist()]
+
+
+def sample_stats(paths: Sequence[str], threads: int) -> dict[str, PixelStats]:
+    """:class:`PixelStats` of the readable files among ``paths`` (each decoded once, not kept).
+
+    Args:
+        paths: Files to decode (:func:`sample_paths`).
+        threads: Decoding threads.
+    """
+    stats: dict[str, PixelStats] = {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for path, decoded, _ in pool.map(_decode, paths):
+            if decoded is not None:
+                stats[path] = PixelStats.of(decoded)
+    return stats
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The dataset's pixel scaling, inferred from the sampled files' :class:`PixelStats`.
+
+    Attributes:
+        bit_depth: Depth of the 16-bit files that declare none below 16: the smallest of
+            10/12/14/16 bits holding ``top_uint16``; None when no such file was sampled.
+        float_scale: Divisor of float files: 255 when a sampled float file goes above 1, 1
+            when sampled float files stay in [0, 1], None when none was sampled.
+        sampled: Readable files sampled.
+        top_uint16: Largest value of those 16-bit files (0: none sampled).
+        top_float: Largest value of the sampled float files (None: none sampled).
+    """
+
+    bit_depth: int | None
+    float_scale: float | None
+    sampled: int
+    top_uint16: int = 0
+    top_float: float | None = None
+
+
+def infer_scaling(stats: Mapping[str, PixelStats]) -> Scaling:
+    """The dataset's bit depth and float scale from the sampled files' statistics.
+
+    Args:
+        stats: The sampled files' statistics, by path.
+    """
+    tops = [int(s.top) for s in stats.values() if s.undeclared_16bit]
+    floats = [s.top for s in stats.values() if s.is_float]
+    top_uint16 = max(tops, default=0)
+    top_float = max(floats) if floats else None
+    bits = infer_bit_depth(top_uint16) if tops else None
+    scale = None if top_float is None else (255.0 if top_float > 1.0 else 1.0)
+    return Scaling(bits, scale, len(stats), top_uint16, top_float)
 
 
 def _mib(value: float) -> str:

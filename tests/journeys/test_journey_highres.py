@@ -74,7 +74,7 @@ def test_fit_and_predict_on_high_resolution_frames(highres, fresh_project):
     ), "one row per image"
     flagged = [r for r in rows if r["decision"] == "defect"]
     assert flagged, "nothing flagged: no heat map to check"
-    written = sorted(csv_path.parent.glob("heatmaps/*.png"))
+    written = sorted(csv_path.parent.rglob("heatmaps/**/*.png"))
     assert [p.relative_to(csv_path.parent).as_posix() for p in written] == sorted(
         r["heatmap"] for r in flagged
     )
