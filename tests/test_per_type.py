@@ -44,3 +44,21 @@ def test_without_good_images_the_auroc_is_none_not_a_made_up_number():
 def test_good_index_must_name_a_class():
     with pytest.raises(ValueError, match="good_index=3"):
         PerTypeEvidence(["good", "dent"], good_index=3)
+
+
+def test_binary_test_batches_keep_each_images_defect_type(tiny_factory_data):
+    from pathlib import Path
+
+    from lit_ssl.data import FactoryDataModule
+
+    data = FactoryDataModule(
+        root=str(tiny_factory_data), task="classify", binary=True, image_size=32, num_workers=0
+    )
+    data.setup("test")
+    assert data.class_names == ["good", "defect"]
+    assert data.type_names[0] == "good" and "scratch" in data.type_names
+    batch = next(iter(data.test_dataloader()))
+    names = [data.type_names[t] for t in batch.types.tolist()]
+    assert names == [Path(p).parent.name for p in batch.paths]  # test/<type>/x.png
+    assert (batch.labels == (batch.types != 0).long()).all()
+    assert next(iter(data.train_dataloader())).types is None  # training batches carry none

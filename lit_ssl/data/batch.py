@@ -46,6 +46,9 @@ class Batch(NamedTuple):
             asked for it (``clean_view=True``), else ``None``.
         paths: source file of every sample, or ``None`` when unknown.
         masks: ``(B, 1, H, W)`` defect masks, or ``None`` when the data has none.
+        types: ``(B,)`` int64 defect-type indices into the data's ``type_names`` (the class
+            names before a ``binary`` merge), ``-1`` where unknown; ``None`` for training
+            batches and data without types. Per-type evidence reads them.
 
     One sample from ``FactoryDataset`` has the same fields unbatched (``(C, H, W)`` views, an
     ``int`` label, a ``str`` path); :func:`collate_batch` stacks them.
@@ -56,6 +59,7 @@ class Batch(NamedTuple):
     clean: Tensor | None = None
     paths: list[str] | None = None
     masks: Tensor | None = None
+    types: Tensor | None = None
 
     @property
     def images(self) -> Tensor:
@@ -70,6 +74,7 @@ class Batch(NamedTuple):
             None if self.clean is None else self.clean[:n],
             None if self.paths is None else list(self.paths[:n]),
             None if self.masks is None else self.masks[:n],
+            None if self.types is None else self.types[:n],
         )
 
 
@@ -86,6 +91,9 @@ def collate_batch(items: Sequence[Batch]) -> Batch:
         None if first.clean is None else default_collate([item.clean for item in items]),
         None if first.paths is None else [item.paths for item in items],
         None if first.masks is None else default_collate([item.masks for item in items]),
+        None
+        if first.types is None
+        else torch.as_tensor([i.types for i in items], dtype=torch.long),
     )
 
 

@@ -474,6 +474,7 @@ class FactoryDataModule(L.LightningDataModule):
         hp = self.hparams
         self.class_names = class_names_of(self.samples)
         self.labels = encode_labels(self.samples, self.class_names)
+        self.type_names, self.types = list(self.class_names), self.labels.copy()  # kept whole
         self.splits = assign_splits(
             self.samples,
             self.labels,
@@ -683,8 +684,9 @@ class FactoryDataModule(L.LightningDataModule):
             if classify:
                 crop_masks = [s.mask for s in self.samples]
                 self._tell_unmasked(indices, labels, good)
+        types = self.types if stage in ("val", "test", "predict") else None
         return FactoryDataset(
-            self._store, indices, labels, transform, masks, good, crops, crop_masks
+            self._store, indices, labels, transform, masks, good, crops, crop_masks, types
         )
 
     def _tell_unmasked(self, indices: np.ndarray, labels: np.ndarray, good: int | None) -> None:

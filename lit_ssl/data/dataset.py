@@ -184,6 +184,8 @@ class FactoryDataset(Dataset):
             random window, a defect image with a mask file a window holding defect pixels,
             one without a mask the whole frame (letterboxed). None: the ssl rule, every view
             its own window, overlapping the first one.
+        types: Defect type of every sample of ``store`` (-1 unknown) for evaluation batches'
+            ``types``; None: batches carry none.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class FactoryDataset(Dataset):
         good_label: int | None = None,
         crops: WindowSampler | None = None,
         crop_masks: list[str | None] | None = None,
+        types: np.ndarray | None = None,
     ):
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -205,6 +208,7 @@ class FactoryDataset(Dataset):
         self.good_label = good_label
         self.crops = crops
         self.crop_masks = crop_masks
+        self.types = None if types is None else np.asarray(types, dtype=np.int64)
         self._points: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -228,7 +232,8 @@ class FactoryDataset(Dataset):
             arrays, mask = self._whole(image, index, label)
         views = [_to_tensor(v) for v in arrays]
         clean = views.pop() if self.transform.clean is not None else None
-        return Batch(views, label, clean, self.store.paths[index], mask)
+        kind = None if self.types is None else int(self.types[index])
+        return Batch(views, label, clean, self.store.paths[index], mask, kind)
 
     def _whole(
         self, image: np.ndarray, index: int, label: int
