@@ -2,8 +2,9 @@
 
 Every lit_ssl export (``DefectClassifier``, ``AnomalyDetector``) is one graph with a single
 ``images`` input (float32 ``(B, C, H, W)`` in [0, 1]) and a dynamic batch axis; its metadata
-is stored as ONNX ``metadata_props``, every value JSON-encoded, and read back with
-:func:`read_metadata`.
+is stored as ONNX ``metadata_props``, every value JSON-encoded (strict JSON: a NaN or inf
+value, e.g. the threshold of a model with broken weights, is refused before anything is
+written), and read back with :func:`read_metadata`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["INPUT_NAME", "export_graph", "input_size", "read_metadata", "write_metadata"]
+__all__ = [
+    "INPUT_NAME",
+    "encode_metadata",
+    "export_graph",
+    "input_size",
+    "read_metadata",
+    "write_metadata",
+]
 
 INPUT_NAME = "images"
 _PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger models must keep external weights
@@ -47,6 +55,28 @@ def input_size(
     return height, width
 
 
+def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """Each value as strict JSON text (no ``NaN``/``Infinity``, which JSON readers refuse).
+
+    Raises:
+        ValueError: a value holds a non-finite number (named in the message).
+
+    Example:
+        >>> encode_metadata({"threshold": 0.5, "layers": [1, 2]})
+        {'threshold': '0.5', 'layers': '[1, 2]'}
+    """
+    encoded = {}
+    for key, value in metadata.items():
+        try:
+            encoded[key] = json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError(
+                f"the export metadata {key!r} is not a finite number ({value!r}): the model is "
+                "broken (NaN weights?).\nFit it again from finite weights before exporting it."
+            ) from None
+    return encoded
+
+
 def export_graph(
     model: nn.Module,
     example: torch.Tensor,
@@ -70,6 +100,7 @@ def export_graph(
     Returns:
         The written path.
     """
+    encode_metadata(metadata)  # refuse NaN/inf before the (slow) export writes anything
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {
@@ -90,20 +121,21 @@ def export_graph(
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
-    """Replace the ``metadata_props`` of an ONNX file (values JSON-encoded).
+    """Replace the ``metadata_props`` of an ONNX file (values strict-JSON-encoded).
 
     Small models are saved as one self-contained file (the dynamo exporter's ``.data``
     weight file is folded in and removed); models over the 2 GB protobuf limit keep it.
     """
     import onnx
 
+    encoded = encode_metadata(metadata)
     path = Path(path)
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in encoded.items():
         entry = proto.metadata_props.add()
         entry.key = key
-        entry.value = json.dumps(value)
+        entry.value = value
     external = path.with_name(path.name + ".data")
     if proto.ByteSize() < _PROTOBUF_LIMIT:
         onnx.save(proto, str(path))

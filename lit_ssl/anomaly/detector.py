@@ -10,28 +10,42 @@ Test reports image AUROC/AP and, where the data has masks, pixel AUROC and AUPRO
 (``lit_ssl.anomaly.aupro``), and saves figures into ``<run>/figures`` when the trainer has a
 logger; predict writes ``predictions.csv`` and map PNGs (``lit_ssl.anomaly.predictions``);
 ``to_onnx`` exports the bank inside the graph (``lit_ssl.anomaly.export``).
+
+Images are scored at the size the bank was built from (``input_size``, in the checkpoint):
+another size is refused with the fix (``lit_ssl.input_size``). Broken (non-finite) features or
+validation scores are refused rather than stored as a bank or a NaN threshold. The bank
+build shows progress when it runs long and stops on SIGTERM (Lightning's flag, checked by
+the coreset and scoring loops), keeping the bank empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryROC
 
 from lit_ssl import checkpoints
 from lit_ssl.anomaly.aupro import AUPRO
-from lit_ssl.anomaly.memory_bank import greedy_coreset
-from lit_ssl.anomaly.scoring import anomaly_maps, patch_features
+from lit_ssl.anomaly.memory_bank import StopRequested, greedy_coreset
+from lit_ssl.anomaly.scoring import (
+    anomaly_maps,
+    check_layers,
+    check_neighbourhood,
+    patch_features,
+)
 from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.data.batch import as_batch
 from lit_ssl.distributed import gather_rows
+from lit_ssl.input_size import check_input_size, forget_size_on_load, recorded_size
 
 __all__ = ["AnomalyDetector", "false_alarm_threshold"]
 
@@ -50,6 +64,18 @@ def false_alarm_threshold(good_scores: Tensor, rate: float) -> Tensor:
     return ordered[min(allowed, ordered.numel() - 1)]
 
 
+_NOT_FINITE = (
+    "the detector's scores on the {what} are not finite (NaN/inf): the backbone weights are "
+    "broken.\nCheck --model.weights (or the checkpoint) and fit the detector again."
+)
+
+
+def _check_finite_scores(scores: Tensor) -> None:
+    """Refuse non-finite validation scores (one sync per validation epoch)."""
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(_NOT_FINITE.format(what="validation images"))
+
+
 def _keep_top(kept: tuple[Tensor, ...], new: tuple[Tensor, ...], k: int) -> tuple[Tensor, ...]:
     """The ``k`` rows of ``kept + new`` with the largest first field (batched, on the device)."""
     merged = [torch.cat([a, b]) for a, b in zip(kept, new, strict=True)]
@@ -66,9 +92,11 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         weights: backbone weights (see ``DefectClassifier``).
         in_chans: input channels; ``None``: from the weights, else 3.
         image_size: input size for fixed-size architectures (ViTs).
-        layers: indices of the backbone stages whose feature maps are used (timm
-            ``forward_intermediates`` indices; PatchCore takes two middle stages).
-        neighbourhood: side of the local average over each feature map (3 in PatchCore).
+        layers: distinct indices of the backbone stages whose feature maps are used (timm
+            ``forward_intermediates`` indices, ``0 .. len(feature_info) - 1``: 0..4 for a
+            ResNet; PatchCore takes two middle stages).
+        neighbourhood: side of the local average over each feature map, a positive odd
+            integer (3 in PatchCore; 1: no averaging).
         coreset_fraction: share of the good patch features kept in the bank.
         false_alarm_rate: share of good validation images the threshold may flag.
         save_figures: at test end, write anomaly-map overlays of the worst and best test
@@ -102,7 +130,9 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         super().__init__()
         if not 0.0 < false_alarm_rate < 1.0:
             raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}.")
+        check_neighbourhood(neighbourhood)
         backbone = resolve_backbone(backbone, weights, in_chans, image_size)
+        check_layers(backbone, layers)
         in_chans = backbone.in_chans  # the logged hparams must agree with the datamodule's
         self.save_hyperparameters(ignore=["backbone", "image_size"])
         self.hparams.update(backbone=backbone.name, in_chans=backbone.in_chans, weights=None)
@@ -111,7 +141,8 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.register_buffer("memory_bank", torch.zeros(0))
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))  # (H, W) of fit
-        self._seen_size: tuple[int, int] | None = None
+        self._seen_size: tuple[int, int] | None = None  # host copy of input_size (None: unread)
+        self.register_load_state_dict_post_hook(forget_size_on_load)
         self._good: list[Tensor] = []
         self._val: list[tuple[Tensor, Tensor]] = []
         self.image_auroc = BinaryAUROC()
@@ -137,19 +168,66 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
             features = self.patch_features(images)
         self._good.append(features.permute(0, 2, 3, 1).flatten(0, 2))
 
-    def build_bank(self) -> None:
-        """Keep a greedy coreset of the collected good patch features as the memory bank."""
+    def build_bank(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Keep a greedy coreset of the collected good patch features as the memory bank.
+
+        Args:
+            should_stop: polled during the coreset selection; default: whether the trainer
+                received SIGTERM. When it turns True, ``SIGTERMException`` is raised and the
+                bank stays as it was (empty before the first fit): nothing half-built is kept.
+
+        Raises:
+            ValueError: the good patch features are not finite (broken backbone weights).
+        """
         if not self._good:
             raise RuntimeError("No good images were seen: the memory bank is empty.")
         features = gather_rows(torch.cat(self._good))  # every rank's good patches, one bank
-        keep = greedy_coreset(features, self.hparams.coreset_fraction)
+        if not bool(torch.isfinite(features).all()):  # one sync per fit
+            self._good.clear()
+            raise ValueError(
+                "the detector's patch features of the good training images are not finite "
+                "(NaN/inf): the backbone weights are broken.\nCheck or re-export --model.weights."
+            )
+        stop = should_stop if should_stop is not None else self._sigterm_received
+        try:
+            keep = greedy_coreset(features, self.hparams.coreset_fraction, should_stop=stop)
+        except StopRequested:
+            self._good.clear()
+            raise SIGTERMException() from None
         self.memory_bank = features[keep].contiguous()
         self._good.clear()
 
+    def _sigterm_received(self) -> bool:
+        """Lightning's SIGTERM flag (a host-side bool set by its signal handler)."""
+        trainer = self._trainer
+        return bool(trainer is not None and trainer.received_sigterm)
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``(anomaly_map (B, 1, H, W), score (B,))`` of float images in [0, 1]."""
+        """``(anomaly_map (B, 1, H, W), score (B,))`` of float images in [0, 1].
+
+        Raises:
+            ValueError: the images are not of the size the bank was built from.
+        """
+        self._check_input_size(images)
         hp = self.hparams
-        return anomaly_maps(self.backbone, self.memory_bank, images, hp.layers, hp.neighbourhood)
+        try:
+            return anomaly_maps(
+                self.backbone,
+                self.memory_bank,
+                images,
+                hp.layers,
+                hp.neighbourhood,
+                should_stop=self._sigterm_received,
+            )
+        except StopRequested:
+            raise SIGTERMException() from None
+
+    def _check_input_size(self, images: Tensor) -> None:
+        """Refuse images of another size than fit's (host-side shapes; the buffer is read
+        once after a load)."""
+        if self._seen_size is None:
+            self._seen_size = recorded_size(self.input_size)
+        check_input_size(images, self._seen_size, "detector")
 
     def _require_bank(self) -> None:
         if self.memory_bank.numel() == 0:
@@ -191,12 +269,26 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self._val.clear()
         good = scores[labels <= 0]
         if good.numel() > 0:
+            _check_finite_scores(scores)  # a NaN threshold would pass every image
             self.threshold = false_alarm_threshold(good, self.hparams.false_alarm_rate)
         self.log("val/threshold", self.threshold)
 
     # ------------------------------------------------------------------ test
     def on_test_epoch_start(self) -> None:
         self._shown = {}
+        self._require_finite()
+
+    def on_predict_epoch_start(self) -> None:
+        self._require_finite()
+
+    def _require_finite(self) -> None:
+        """Refuse a bank or threshold with NaN/inf (a checkpoint fit from broken weights);
+        one sync per epoch."""
+        if not bool(torch.isfinite(self.memory_bank).all()) or bool(self.threshold.isnan()):
+            raise ValueError(
+                "the detector's memory bank or threshold is not finite (NaN/inf): it was fit "
+                "from broken backbone weights.\nFit it again from finite --model.weights."
+            )
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._require_bank()
@@ -263,12 +355,13 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         images = batch.views[0]
         anomaly_map, scores = self(images)
         flagged = (scores > self.threshold).tolist()
+        values = scores.tolist()
+        if not all(math.isfinite(v) for v in values):  # host values: no extra sync
+            raise ValueError(_NOT_FINITE.format(what="images to predict"))
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or []
         scale = self._map_scale()
         rows = []
-        for i, (score, label) in enumerate(
-            zip(scores.tolist(), batch.labels.tolist(), strict=True)
-        ):
+        for i, (score, label) in enumerate(zip(values, batch.labels.tolist(), strict=True)):
             row = {
                 "path": batch.paths[i] if batch.paths is not None else None,
                 "anomaly_score": score,
@@ -302,6 +395,11 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         """What a deployment needs besides the graph: threshold, input format, bank."""
         size = [int(v) for v in self.input_size.tolist()]
         threshold = float(self.threshold)
+        if math.isnan(threshold):
+            raise ValueError(
+                "the detector's threshold is NaN (from broken backbone weights): it would pass "
+                "every image.\nFit it again from finite --model.weights before exporting it."
+            )
         return {
             "kind": "AnomalyDetector",
             "threshold": threshold if threshold != float("inf") else None,

@@ -72,6 +72,11 @@ def to_onnx(
     """
     if detector.memory_bank.numel() == 0:
         raise ValueError("The memory bank is empty: fit the detector before exporting it.")
+    if not bool(torch.isfinite(detector.memory_bank).all()):
+        raise ValueError(
+            "The memory bank is not finite (NaN/inf, from broken backbone weights).\n"
+            "Fit the detector again from finite --model.weights before exporting it."
+        )
     metadata = detector.export_metadata()
     recorded = metadata["image_size"] or detector.backbone.image_size
     height, width = input_size(image_size, recorded, "detector")

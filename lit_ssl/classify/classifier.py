@@ -14,6 +14,10 @@ rule is ``defect = score >= threshold`` (then the most likely defect class).
 Tiles (``tile_size``): frames are cut into tiles that go through the network in one forward
 (``lit_ssl.classify.tiles``); the image score is the maximum tile score and the image's
 probabilities are those of that tile, so everything above works unchanged on image scores.
+
+Input size: an untiled classifier scores images (validation, test, predict) only at the size
+it was trained at (``input_size``, in the checkpoint; ``lit_ssl.input_size``); tiled ones take
+whole frames of any size. Non-finite validation scores stop the fit with an error.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.classify.metrics import DefectMetrics
 from lit_ssl.classify.scoring import defect_scores
-from lit_ssl.classify.thresholds import select_threshold
+from lit_ssl.classify.thresholds import NonFiniteScoresError, select_threshold
 from lit_ssl.classify.tiles import (
     check_tiling,
     image_logits,
@@ -51,6 +55,7 @@ from lit_ssl.classify.tiles import (
 from lit_ssl.data.batch import as_batch
 from lit_ssl.data.table import good_index
 from lit_ssl.deprecation import renamed_argument
+from lit_ssl.input_size import check_input_size, forget_size_on_load, recorded_size
 from lit_ssl.optim import decay_groups
 
 __all__ = [
@@ -245,7 +250,8 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         self.register_buffer("threshold", torch.tensor(float(default_threshold)))
         self.register_buffer("threshold_from_validation", torch.tensor(False))
         self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))
-        self._seen_size: tuple[int, int] | None = None
+        self._seen_size: tuple[int, int] | None = None  # host copy of input_size (None: unread)
+        self.register_load_state_dict_post_hook(forget_size_on_load)
         self._size_from_eval = False  # tiles: eval batches' frame size wins (_record_size)
         self.val_metrics = DefectMetrics(classes, self.good_index)
         self.test_metrics = DefectMetrics(classes, self.good_index, suffix="_at_threshold")
@@ -338,8 +344,22 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         return tile_grid(height, width, self.hparams.tile_size, self.hparams.tile_stride)
 
     def predict_scores(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``(defect_score (B,), probabilities (B, C))`` with ``score = 1 - p(good)``."""
+        """``(defect_score (B,), probabilities (B, C))`` with ``score = 1 - p(good)``.
+
+        Raises:
+            ValueError: an untiled classifier got images of another size than it was fit at.
+        """
+        self._check_input_size(images)
         return self.scores_from_logits(self(images))
+
+    def _check_input_size(self, images: Tensor) -> None:
+        """Untiled: refuse images of another size than training's (host-side shapes; the
+        buffer is read once after a load). Tiled classifiers take frames of any size."""
+        if self.tiled:
+            return
+        if self._seen_size is None:
+            self._seen_size = recorded_size(self.input_size)
+        check_input_size(images, self._seen_size, "classifier")
 
     def scores_from_logits(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """``(defect_score, probabilities)`` from class logits."""
@@ -489,6 +509,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         images, labels = batch.views[0], batch.labels
         if self.tiled:
             self._record_size(images, evaluation=True)
+        self._check_input_size(images)
         logits = self(images).float()
         scores, probs = self.scores_from_logits(logits)
         self.log("val/loss", self._loss(logits, labels), sync_dist=True, batch_size=len(labels))
@@ -511,6 +532,12 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
             value = select_threshold(
                 scores, targets, self.hparams.threshold_mode, self.hparams.target_recall
             )
+        except NonFiniteScoresError:  # a NaN threshold would pass (or flag) every image
+            raise ValueError(
+                "the classifier's defect scores on the validation images are not finite "
+                "(NaN/inf): its weights are broken.\nCheck --model.weights (NaN tensors?) or "
+                "lower --model.lr if the training diverged."
+            ) from None
         except ValueError as err:
             rank_zero_warn(f"Threshold kept at {float(self.threshold):.4f}: {err}")
             return
@@ -537,6 +564,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         images = batch.views[0]
         labels, paths = batch.labels.tolist(), batch.paths
         maps = None
+        self._check_input_size(images)
         if self.tiled:
             logits, tile_scores = image_logits(self.forward_tiles(images), self.good_index)
             scores, probs = self.scores_from_logits(logits)
@@ -579,6 +607,12 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     module_kind = "DefectClassifier"  # the checkpoint marker ``lit-ssl export`` routes by
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints older than the ``input_size`` buffer load with an unknown size."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        state.setdefault("input_size", torch.zeros(2, dtype=torch.long))
 
     # ------------------------------------------------------------------ metrics plumbing
     def _log_metrics(self, stage: str, metrics: DefectMetrics) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "NonFiniteScoresError",
     "ThresholdMode",
     "recall_threshold",
     "best_f1_threshold",
@@ -21,6 +22,10 @@ __all__ = [
 ]
 
 ThresholdMode = Literal["f1", "recall"]
+
+
+class NonFiniteScoresError(ValueError):
+    """Scores with NaN or inf: no threshold can be chosen (the model itself is broken)."""
 
 
 def _check(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -31,7 +36,7 @@ def _check(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     if scores.numel() == 0:
         raise ValueError("Cannot choose a threshold from zero validation samples.")
     if not torch.isfinite(scores).all():
-        raise ValueError("Defect scores contain NaN or inf; cannot choose a threshold.")
+        raise NonFiniteScoresError("Defect scores contain NaN or inf; cannot choose a threshold.")
     return scores, targets.bool()
 
 
