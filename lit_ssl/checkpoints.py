@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import inspect
 import pickle
-from collections.abc import Iterator
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, ClassVar, TypeVar
 
@@ -26,15 +28,20 @@ import torch
 
 __all__ = [
     "MODULE_KEY",
+    "CorruptCheckpointError",
+    "NonFiniteWeightsError",
     "SafeCheckpointing",
     "UntrustedCheckpointError",
     "check_checkpoint",
+    "check_finite",
+    "checkpoint_is_intact",
     "head_from_description",
     "load_checkpoint",
     "load_from_checkpoint",
     "load_module",
     "load_weights_file",
     "module_name",
+    "newest_intact_checkpoint",
     "trust_class",
     "trusted_class",
     "verify_checkpoint_file",
@@ -58,6 +65,15 @@ T = TypeVar("T")
 class UntrustedCheckpointError(ValueError):
     """A checkpoint asked for something lit_ssl will not do: unpickle objects or import a
     class outside its allow-list."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint or weights file that cannot be read: truncated (a run killed while writing
+    it) or otherwise damaged."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """Weights holding NaN or infinite values: the run that wrote them diverged."""
 
 
 # ----------------------------------------------------------------------------- allow-list
@@ -156,16 +172,113 @@ def check_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> 
             trusted_class(class_path, f"{source} ({where})")
 
 
+# Messages of torch.load for a file that is not a complete checkpoint (a truncated zip archive,
+# an empty file, a file cut inside its first bytes, garbage).
+_DAMAGED = re.compile(
+    r"PytorchStreamReader|zip archive|central directory|invalid load key|Ran out of input|"
+    r"Invalid argument|magic number",
+    re.IGNORECASE,
+)
+
+_GARBAGE = re.compile(r"Unsupported operand|invalid load key|Ran out of input")
+
+
 def _torch_load(source: str | Path | IO[bytes], map_location: Any, name: str) -> Any:
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if _GARBAGE.search(str(err)):  # not a pickled object: bytes that are no pickle at all
+            raise _corrupt(source, name) from None
         detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise UntrustedCheckpointError(
             f"{name} holds Python objects besides tensors and plain values ({detail.strip()}); "
             "lit_ssl reads checkpoints with torch.load(weights_only=True) and refuses to "
             "unpickle them. Only open checkpoints written by lit_ssl / Lightning."
         ) from None
+    except EOFError:
+        raise _corrupt(source, name) from None
+    except (RuntimeError, OSError) as err:
+        if isinstance(err, FileNotFoundError | PermissionError) or not _DAMAGED.search(str(err)):
+            raise
+        raise _corrupt(source, name) from None
+
+
+def _corrupt(source: str | Path | IO[bytes], name: str) -> CorruptCheckpointError:
+    """The one-line error for a damaged file, naming an intact checkpoint next to it if any."""
+    advice = "use an earlier checkpoint, or write the file again"
+    if isinstance(source, str | Path):
+        earlier = newest_intact_checkpoint(Path(source).parent, exclude=Path(source))
+        if earlier is not None:
+            advice = f"use an earlier checkpoint in the same folder: {earlier.name}"
+        elif Path(source).suffix == ".ckpt":
+            advice = "no intact checkpoint is next to it: start a new run without --ckpt_path"
+    return CorruptCheckpointError(
+        f"{name} is truncated or corrupt (a run killed while writing it?); {advice}."
+    )
+
+
+def checkpoint_is_intact(path: str | Path) -> bool:
+    """Whether ``path`` is a complete ``torch.save`` archive (cheap: reads the zip's central
+    directory, which is written last, so a file cut short while writing fails this)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(
+                name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist()
+            )
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return False
+
+
+_STEP = re.compile(r"step=(\d+)")
+
+
+def newest_intact_checkpoint(folder: str | Path, exclude: Path | None = None) -> Path | None:
+    """The newest complete ``*.ckpt`` in ``folder`` (by modification time, then step), except
+    ``exclude``; ``None`` if there is none."""
+    found = []
+    for path in Path(folder).glob("*.ckpt"):
+        if exclude is not None and path.resolve() == exclude.resolve():
+            continue
+        if path.is_file() and checkpoint_is_intact(path):
+            step = _STEP.search(path.name)
+            found.append(
+                (path.stat().st_mtime, int(step.group(1)) if step else -1, path.name, path)
+            )
+    return max(found)[3] if found else None
+
+
+def check_finite(state: Mapping[str, Any], source: str, advice: str) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged run's): nothing downstream
+    would flag them, a model built on them silently gives NaN scores.
+
+    A buffer named ``threshold`` may hold ``+inf`` (a detector before its validation pass).
+
+    Args:
+        state: name -> tensor (other values are skipped).
+        source: the file, for the message.
+        advice: what to do instead, for the message.
+
+    Raises:
+        NonFiniteWeightsError: naming the first offending tensors.
+    """
+    bad = []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if (
+            key.rsplit(".", 1)[-1] == "threshold"
+            and value.numel() == 1
+            and value.item() == float("inf")
+        ):
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    if bad:
+        names = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise NonFiniteWeightsError(
+            f"{source} holds non-finite values (NaN/inf) in {len(bad)} tensor"
+            f"{'s' if len(bad) > 1 else ''} ({names}): the run that wrote it diverged; {advice}."
+        )
 
 
 def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> dict[str, Any]:
@@ -194,14 +307,22 @@ def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> 
     return checkpoint
 
 
+_EARLIER_CHECKPOINT = (
+    "use an earlier checkpoint of that run (its checkpoints/epoch=*.ckpt) or refit"
+)
+
+
 def load_weights_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """Read a torch weights file (a state dict, possibly wrapped) with ``weights_only=True``."""
     return _torch_load(path, map_location, str(path))
 
 
-def verify_checkpoint_file(path: str | Path) -> None:
-    """Refuse an unsafe checkpoint before anything else (e.g. the CLI) reads its hparams."""
-    load_checkpoint(path, map_location="cpu")
+def verify_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Refuse an unsafe, damaged or diverged (non-finite) checkpoint before anything else
+    (e.g. the CLI) reads its hparams; returns the checkpoint, read to the CPU."""
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    check_finite(checkpoint.get("state_dict") or {}, str(path), _EARLIER_CHECKPOINT)
+    return checkpoint
 
 
 def module_name(checkpoint: dict[str, Any]) -> str | None:
@@ -266,6 +387,8 @@ def load_module(
         **overrides: hyperparameters to replace.
     """
     checkpoint = load_checkpoint(checkpoint_path, map_location or "cpu")
+    name = str(checkpoint_path) if isinstance(checkpoint_path, str | Path) else "checkpoint"
+    check_finite(checkpoint.get("state_dict") or {}, name, _EARLIER_CHECKPOINT)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     class_path = hparams.pop("_class_path", None)

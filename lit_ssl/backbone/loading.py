@@ -8,6 +8,7 @@ from typing import Any
 
 from lit_ssl import checkpoints
 from lit_ssl.backbone.model import Backbone, load_backbone_config
+from lit_ssl.backbone.weights import check_weights_path
 
 __all__ = ["DEFAULT_BACKBONE", "resolve_backbone"]
 
@@ -42,14 +43,42 @@ def _backbone_from_ckpt(
         raise ValueError(
             f"{path} has no 'backbone.*' weights; expected a checkpoint of lit_ssl.SSLModule."
         )
+    checkpoints.check_finite(
+        state, str(path), "use an earlier checkpoint of that run (its checkpoints/epoch=*.ckpt)"
+    )
     backbone = Backbone(name, in_chans=in_chans, image_size=image_size)
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"Backbone weights in {path} do not fit {name!r} (in_chans={in_chans}): missing "
-            f"{list(missing)[:5]}, unexpected {list(unexpected)[:5]}."
-        )
+    _check_ckpt_fit(backbone, state, path)
+    backbone.load_state_dict(state)
     return backbone
+
+
+def _check_ckpt_fit(backbone: Backbone, state: dict[str, Any], path: Path) -> None:
+    """One message for backbone weights that do not fit the architecture the checkpoint names."""
+    target = backbone.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+        for k in sorted(set(state) & set(target))
+        if state[k].shape != target[k].shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    found = "; ".join(
+        part
+        for part in (
+            f"mis-shaped {', '.join(shapes[:2])}" if shapes else "",
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+        )
+        if part
+    )
+    raise ValueError(
+        f"The backbone weights in {path} are not those of a {backbone.name!r} "
+        f"(in_chans={backbone.in_chans}), the architecture it names ({found}).\n"
+        "The file was edited or written by another model: use the checkpoint of the run as "
+        "lit-ssl fit wrote it, or its exported backbone.safetensors."
+    )
 
 
 def _backbone_from_export(
@@ -88,8 +117,7 @@ def resolve_backbone(
     if weights is None:
         return Backbone(backbone or DEFAULT_BACKBONE, in_chans=in_chans or 3, image_size=image_size)
     path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"Weights file {path} not found.")
+    check_weights_path(path)
     if path.suffix == ".ckpt":
         return _backbone_from_ckpt(path, backbone, in_chans, image_size)
     return _backbone_from_export(path, backbone, in_chans, image_size)

@@ -7,8 +7,9 @@ wrapped in ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"module": ...}``, w
 one note: the ImageNet classifier (``fc.*``, ``head.*``: the backbone has none) is dropped; a
 3-channel stem is fitted to ``in_chans`` the way timm does (``adapt_input_conv``); a ViT's
 position embedding is resampled to its patch grid. Anything else must fit exactly: a missing,
-extra or mis-shaped key is an error that names it. Torch files are read with
-``weights_only=True`` (no code in the file runs).
+extra or mis-shaped key is an error that names it, and so is a tensor holding NaN or inf (a
+diverged run's weights). Torch files are read with ``weights_only=True`` (no code in the file
+runs).
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
-__all__ = ["fit_state_dict", "load_into", "read_state_dict"]
+from lit_ssl.checkpoints import CorruptCheckpointError, check_finite, load_weights_file
+
+__all__ = ["check_weights_path", "fit_state_dict", "load_into", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
 WRAPPERS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema")
 PREFIXES = ("module.", "backbone.model.", "model.", "backbone.")
+# What to do about weights holding NaN/inf.
+DIVERGED = "export from an earlier checkpoint of that run (before the loss became NaN)"
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -38,15 +44,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds no state dict.
+        ValueError: the file holds no state dict, is truncated, or holds NaN/inf values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Backbone weights {path} not found.")
+    check_weights_path(path)
     if path.suffix == ".safetensors":
-        return dict(load_file(str(path)))
-    from lit_ssl.checkpoints import load_weights_file
-
+        try:
+            state = dict(load_file(str(path)))
+        except SafetensorError as err:
+            raise CorruptCheckpointError(
+                f"{path} is truncated or corrupt ({err}); export the weights again."
+            ) from None
+        check_finite(state, str(path), DIVERGED)
+        return state
     state = load_weights_file(path)
     while isinstance(state, Mapping) and not _is_state_dict(state):
         inner = next((state[k] for k in WRAPPERS if isinstance(state.get(k), Mapping)), None)
@@ -59,7 +69,30 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"{path} holds no state dict of tensors (top level: {keys}). Give a timm/torch "
             "state dict, a {'state_dict': ...} checkpoint or Backbone.export output."
         )
-    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    check_finite(state, str(path), DIVERGED)
+    return state
+
+
+def check_weights_path(path: Path) -> None:
+    """Refuse what is not a weights file with what to give instead.
+
+    Raises:
+        ValueError: ``path`` is a directory or an ONNX graph.
+        FileNotFoundError: no such file.
+    """
+    if path.is_dir():
+        raise ValueError(
+            f"Weights {path} is a directory: give the backbone.safetensors file inside it "
+            "(or a .ckpt)."
+        )
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(
+            f"Weights {path}: .onnx files are deployment graphs, not weights: give "
+            "backbone.safetensors or a .ckpt."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"Backbone weights {path} not found.")
 
 
 def _is_state_dict(state: Mapping) -> bool:
@@ -80,8 +113,14 @@ def fit_state_dict(model: nn.Module, state: dict[str, Tensor], source: str) -> d
     """``state`` adapted to ``model`` (a timm model built with ``num_classes=0``).
 
     Drops the classifier, adapts the stem's input channels, resamples a ViT position embedding;
-    says once what it adapted. Raises ``ValueError`` naming any key that still does not fit.
+    says once what it adapted. Raises ``ValueError`` naming any key that still does not fit, or
+    the tensors holding NaN/inf.
     """
+    check_finite(state, source, DIVERGED)
+    return _fit(model, state, source)
+
+
+def _fit(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
     target = model.state_dict()
     state = _strip_prefix(dict(state), set(target))
     cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -144,5 +183,5 @@ def _check_fit(state: dict[str, Tensor], target: dict[str, Tensor], source: str)
 
 def load_into(model: nn.Module, path: str | Path) -> None:
     """Read ``path``, fit it to ``model`` and load it (strictly, after the adaptations)."""
-    state = fit_state_dict(model, read_state_dict(path), str(path))
+    state = _fit(model, read_state_dict(path), str(path))  # read_state_dict checked it
     model.load_state_dict(state, strict=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,12 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_ssl.callbacks.run_folder import RUNS_DIR, ExportOnFitEnd
-from lit_ssl.checkpoints import verify_checkpoint_file
+from lit_ssl.checkpoints import (
+    CorruptCheckpointError,
+    checkpoint_is_intact,
+    newest_intact_checkpoint,
+    verify_checkpoint_file,
+)
 from lit_ssl.cli.errors import LitSSLError
 
 __all__ = ["LitSSLCLI", "PeriodicLastCheckpoint", "newest_last_checkpoint"]
@@ -21,6 +27,13 @@ __all__ = ["LitSSLCLI", "PeriodicLastCheckpoint", "newest_last_checkpoint"]
 CHECKPOINT_EVERY_N_STEPS = 200
 _VERSION = re.compile(r"^version_(\d+)$")
 _LIGHTNING_KEYWORDS = ("best", "hpc", "registry")
+_RUN_LOGGER = "lit_ssl.callbacks.run_folder.RunCSVLogger"
+_LIGHTNING_CSV_LOGGERS = (
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.csv_logs.CSVLogger",
+)
+# Model settings a checkpoint fixes: an explicit --model.<key> that disagrees is refused.
+_FIXED_BY_CHECKPOINT = ("backbone", "in_chans")
 
 
 class PeriodicLastCheckpoint(Callback):
@@ -84,7 +97,10 @@ class LitSSLCLI(LightningCLI):
       ``config.yaml`` (the resolved config), figures and the exported weights;
     * ``last.ckpt`` is refreshed every ``--checkpoint_every_n_steps`` steps and on Ctrl-C /
       SIGTERM; ``--ckpt_path last`` resumes the newest ``runs/<recipe>/version_*/`` in that
-      same folder (an error if there is none); checkpoints load with ``weights_only=True``.
+      same folder (an error if there is none; if its ``last.ckpt`` is truncated, the newest
+      intact checkpoint next to it, saying so) and appends to its ``metrics.csv``;
+      checkpoints load with ``weights_only=True`` and are refused if damaged or non-finite;
+      ``--model.backbone`` / ``--model.in_chans`` that disagree with the checkpoint are refused.
 
     Args:
         recipe: run-folder name (the recipe file's stem).
@@ -101,7 +117,7 @@ class LitSSLCLI(LightningCLI):
         defaults = {
             "default_root_dir": f"{RUNS_DIR}/{recipe}",
             "logger": {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "class_path": _RUN_LOGGER,
                 "init_args": {"save_dir": RUNS_DIR, "name": recipe},
             },
         }
@@ -126,21 +142,61 @@ class LitSSLCLI(LightningCLI):
             help="Refresh last.ckpt every N optimizer steps (0: only at epoch end / on SIGTERM).",
         )
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse as Lightning does; remember the command line (which options were explicit)."""
+        given = sys.argv[1:] if args is None else args
+        self._argv = [a for a in given if isinstance(a, str)] if isinstance(given, list) else []
+        super().parse_arguments(parser, args)
+
     def _subcommand_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def _parse_ckpt_path(self) -> None:
-        """Refuse an unsafe ``--ckpt_path`` before Lightning reads its hyperparameters.
+        """Resolve ``--ckpt_path`` and refuse an unsafe, damaged or conflicting checkpoint before
+        Lightning reads its hyperparameters.
 
-        Lightning parses the checkpoint's ``hyper_parameters`` into the config, which
-        imports any ``class_path`` they name; ``verify_checkpoint_file`` allows only
-        lit_ssl's own classes (and tensors, with ``weights_only=True``).
+        ``last`` becomes the newest run folder's ``last.ckpt`` (or the newest intact checkpoint
+        next to a truncated one). Lightning then parses the checkpoint's ``hyper_parameters``
+        into the config, which imports any ``class_path`` they name: ``verify_checkpoint_file``
+        allows only lit_ssl's own classes (and tensors, with ``weights_only=True``). The stored
+        model settings replace the configured ones, so an explicit ``--model.backbone`` or
+        ``--model.in_chans`` that disagrees with them is refused rather than ignored.
         """
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            verify_checkpoint_file(ckpt_path)
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and ckpt_path not in _LIGHTNING_KEYWORDS and "://" not in str(ckpt_path):
+            path = self._checkpoint_file(str(ckpt_path), self._runs_folder(config))
+            config.ckpt_path = str(path)
+            checkpoint = verify_checkpoint_file(path)
+            self._check_against_checkpoint(config, checkpoint.get("hyper_parameters") or {}, path)
         super()._parse_ckpt_path()
+
+    def _explicit(self, key: str) -> bool:
+        """Whether ``--model.<key>`` was given on the command line."""
+        options = (f"--model.{key}", f"--model.init_args.{key}")
+        return any(arg.split("=", 1)[0] in options for arg in getattr(self, "_argv", []))
+
+    def _check_against_checkpoint(self, config: Any, stored: dict[str, Any], path: Path) -> None:
+        """Refuse model/data settings that contradict what the checkpoint was fit with."""
+        model = getattr(config.get("model"), "init_args", None) or {}
+        for key in _FIXED_BY_CHECKPOINT:
+            value, fixed = model.get(key), stored.get(key)
+            if fixed is None or value is None or not self._explicit(key) or value == fixed:
+                continue
+            raise LitSSLError(
+                f"--model.{key} {value} conflicts with {path}, which was fit with {key}={fixed} "
+                f"(a checkpoint's {key} cannot change).\nDrop --model.{key} to use the "
+                f"checkpoint's, or start a new run without --ckpt_path to train with {key}={value}."
+            )
+        data = getattr(config.get("data"), "init_args", None) or {}
+        in_chans, fixed = data.get("in_chans"), stored.get("in_chans")
+        if in_chans is not None and isinstance(fixed, int) and in_chans != fixed:
+            raise LitSSLError(
+                f"{path} was fit with in_chans={fixed}, but --data.in_chans is {in_chans}.\n"
+                f"Give --data.in_chans {fixed} (the checkpoint's), or fit a new model on "
+                f"{in_chans}-channel images."
+            )
 
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path`` (``last`` = newest run folder's) and load weights only."""
@@ -168,7 +224,8 @@ class LitSSLCLI(LightningCLI):
                     f"--ckpt_path last: no last.ckpt in {where} to resume from.\n"
                     "Start a new run without --ckpt_path, or give the checkpoint file."
                 )
-            return path
+            fit = self.config.get("subcommand") == "fit"
+            return _intact_or_fallback(path, "resuming from" if fit else "using")
         path = Path(ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -189,6 +246,8 @@ class LitSSLCLI(LightningCLI):
         init_args = _logger_init_args(config)
         if init_args is None:
             return
+        if config.trainer.logger.class_path in _LIGHTNING_CSV_LOGGERS:
+            config.trainer.logger.class_path = _RUN_LOGGER  # appends to metrics.csv
         init_args.version = version
         self.run_record["resumed"] = True
         # Resuming into the folder on purpose: its existing files are expected.
@@ -224,11 +283,26 @@ class LitSSLCLI(LightningCLI):
             self.run_record["new_parents"] = [p for p in folder.parents[:2] if not p.exists()]
 
 
+def _intact_or_fallback(last: Path, doing: str) -> Path:
+    """``last`` if it is a complete checkpoint, else the newest intact one next to it (said in
+    one line); a ``CorruptCheckpointError`` if there is none."""
+    if checkpoint_is_intact(last):
+        return last
+    earlier = newest_intact_checkpoint(last.parent, exclude=last)
+    if earlier is None:
+        raise CorruptCheckpointError(
+            f"{last} is truncated or corrupt (a run killed while writing it?) and no intact "
+            "checkpoint is next to it.\nStart a new run without --ckpt_path."
+        )
+    print(f"{last.name} is truncated or corrupt; {doing} {earlier.name} instead")
+    return earlier
+
+
 def _logger_init_args(config: Any) -> Any:
     """The ``init_args`` of a configured CSVLogger/TensorBoardLogger, else ``None``."""
     logger = config.trainer.get("logger")
     class_path = getattr(logger, "class_path", None) or ""
-    if class_path.rsplit(".", 1)[-1] not in ("CSVLogger", "TensorBoardLogger"):
+    if class_path.rsplit(".", 1)[-1] not in ("CSVLogger", "RunCSVLogger", "TensorBoardLogger"):
         return None
     return getattr(logger, "init_args", None)
 

@@ -149,9 +149,19 @@ def _remove_empty_run_folder(record: dict[str, Any]) -> None:
             parent.rmdir()
 
 
-def _hparams_clash_message(error: RuntimeError) -> str:
-    """Two lines: which keys the model and the data disagree on, and what to do."""
+def _hparams_clash_message(error: RuntimeError, args: Sequence[str] = ()) -> str:
+    """Two lines: which keys the model and the data disagree on, and what to do.
+
+    With ``--ckpt_path`` the model's values are the checkpoint's: the data must follow them.
+    """
     keys = re.findall(r"'(\w+)'", str(error).split("present", 1)[0]) or ["a setting"]
+    if any(arg.split("=", 1)[0] == "--ckpt_path" for arg in args):
+        example = " ".join(f"--data.{k}" for k in keys)
+        return (
+            f"the checkpoint (--ckpt_path) was fit with another {', '.join(keys)} than the "
+            f"data's.\nGive the checkpoint's value ({example}; see hparams.yaml in its run "
+            "folder), or fit a new model."
+        )
     example = " ".join(f"--model.{k} V --data.{k} V" for k in keys)
     return (
         f"the model and the data were given different {', '.join(keys)}.\n"
@@ -193,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         if not str(error).startswith(_HPARAMS_CLASH):
             raise
-        print(f"lit-ssl: error: {_hparams_clash_message(error)}", file=sys.stderr)
+        print(f"lit-ssl: error: {_hparams_clash_message(error, args)}", file=sys.stderr)
         return 2
     except _USER_ERRORS as error:
         if debug:

@@ -64,6 +64,7 @@ def test_kill_and_resume_with_ckpt_path_last(fresh_project, unlabeled):
     last = fresh_project / "runs" / "vicreg" / "version_0" / "checkpoints" / "last.ckpt"
     killed_at = _run_until_checkpointed([*FIT, *root, *long_run], fresh_project, last, steps=2)
     assert os.path.getsize(last) > 0
+    before = _logged_steps(last.parents[1] / "metrics.csv")  # the killed run's rows
 
     target = killed_at + 2
     resume = [*small(), "--trainer.max_steps", str(target), "--trainer.limit_train_batches", "1"]
@@ -74,7 +75,14 @@ def test_kill_and_resume_with_ckpt_path_last(fresh_project, unlabeled):
     newest = max((fresh_project / "runs" / "vicreg").glob("version_*/checkpoints/last.ckpt"),
                  key=os.path.getmtime)  # fmt: skip
     assert _global_step(newest) == target, f"{newest} did not continue from step {killed_at}"
-    metrics = newest.parents[1] / "metrics.csv"
+    steps = _logged_steps(newest.parents[1] / "metrics.csv")
+    assert steps[: len(before)] == before, "resuming keeps the killed run's metrics rows"
+    resumed = steps[len(before) :]  # appended by the resumed run
+    assert resumed and min(resumed) >= killed_at, f"resumed run logged steps {resumed} (from 0?)"
+
+
+def _logged_steps(metrics: Path) -> list[int]:
+    if not metrics.is_file():
+        return []
     with metrics.open(newline="") as handle:
-        steps = [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
-    assert steps and min(steps) >= killed_at, f"resumed run logged steps {steps} (from scratch?)"
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("step")]
