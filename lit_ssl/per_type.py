@@ -11,16 +11,30 @@ It is a torchmetrics ``Metric`` (states concatenated across DDP ranks at ``compu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
-__all__ = ["MIN_RECALL", "PerTypeEvidence", "TypeEvidence", "callouts"]
+from lit_ssl.data.table import good_index
+
+__all__ = [
+    "MIN_RECALL",
+    "PerTypeEvidence",
+    "TypeEvidence",
+    "callouts",
+    "data_type_names",
+    "log_per_type",
+    "name_types",
+]
+
+log = logging.getLogger(__name__)
 
 MIN_RECALL = 0.5  # a type caught less often than this is called out
 
@@ -63,15 +77,24 @@ class PerTypeEvidence(Metric):
 
     full_state_update = False
 
-    def __init__(self, type_names: Sequence[str], good_index: int = 0) -> None:
+    def __init__(self, type_names: Sequence[str] = (), good_index: int = 0) -> None:
         super().__init__()
-        if not 0 <= good_index < len(type_names):
-            raise ValueError(f"good_index={good_index} is not an index of {list(type_names)}.")
-        self.type_names = list(type_names)
-        self.good_index = good_index
+        self.name_types(type_names, good_index)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("flagged", default=[], dist_reduce_fx="cat")
         self.add_state("types", default=[], dist_reduce_fx="cat")
+
+    def name_types(self, type_names: Sequence[str], good_index: int = 0) -> None:
+        """Set the type names (e.g. at test start, from the data module) and the good one.
+
+        Args:
+            type_names: names in type-index order; empty: nothing is reported.
+            good_index: index of the good (defect-free) class in ``type_names``.
+        """
+        if type_names and not 0 <= good_index < len(type_names):
+            raise ValueError(f"good_index={good_index} is not an index of {list(type_names)}.")
+        self.type_names = list(type_names)
+        self.good_index = good_index
 
     def update(self, scores: Tensor, flagged: Tensor, types: Tensor) -> None:
         """Add a batch: scores ``(B,)``, decisions ``(B,)`` (True: defect), type indices
@@ -83,10 +106,12 @@ class PerTypeEvidence(Metric):
 
     def compute(self) -> dict[str, TypeEvidence]:
         """``{type name: TypeEvidence}`` for every defect type with test images."""
-        if not self.scores:
+        if not self.scores or not self.type_names:
             return {}
         scores, flagged = dim_zero_cat(self.scores), dim_zero_cat(self.flagged)
         types = dim_zero_cat(self.types)
+        inside = types < len(self.type_names)  # indices the names do not cover: left out
+        scores, flagged, types = scores[inside], flagged[inside], types[inside]
         good = scores[types == self.good_index]
         counts = torch.bincount(types, minlength=len(self.type_names)).tolist()
         caught = torch.bincount(types[flagged], minlength=len(self.type_names)).tolist()
@@ -124,3 +149,46 @@ def callouts(evidence: dict[str, TypeEvidence], min_recall: float = MIN_RECALL) 
                 "misses this type: see docs/benchmarks.md, per-defect-type evidence."
             )
     return lines
+
+
+def log_per_type(module, evidence: PerTypeEvidence, stage: str = "test") -> dict[str, TypeEvidence]:
+    """Log ``<stage>/recall_at_threshold/<type>`` and ``<stage>/auroc_vs_good/<type>`` for every
+    defect type, call out (one line each, rank 0) the types caught less than half the time,
+    and reset ``evidence``. Call it on every rank (``compute`` gathers the ranks' states).
+
+    Args:
+        module: the LightningModule that logs.
+        evidence: the epoch's accumulated evidence.
+        stage: the metric prefix.
+
+    Returns:
+        The per-type figures.
+    """
+    result = evidence.compute() if evidence.update_count else {}
+    for name, figures in result.items():
+        module.log(f"{stage}/recall_at_threshold/{name}", figures.recall)
+        if figures.auroc is not None:
+            module.log(f"{stage}/auroc_vs_good/{name}", figures.auroc)
+    for line in callouts(result):
+        rank_zero_only(log.warning)(line)
+    evidence.reset()
+    return result
+
+
+def name_types(evidence: PerTypeEvidence, names: Sequence[str]) -> None:
+    """Name ``evidence``'s types ``names`` when one of them is the good class (named
+    good/ok/normal: the reference of "against good"); otherwise nothing is reported."""
+    good = good_index(list(names))
+    evidence.name_types(names if good is not None else [], good or 0)
+
+
+def data_type_names(module, fallback: Sequence[str]) -> list[str]:
+    """The defect type names of the module's data: the data module's ``type_names`` (class
+    names before a binary merge), else its ``class_names``, else ``fallback``."""
+    trainer = getattr(module, "_trainer", None)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    for attribute in ("type_names", "class_names"):
+        names = getattr(datamodule, attribute, None)
+        if names:
+            return list(names)
+    return list(fallback)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,7 +50,6 @@ def test_good_index_must_name_a_class():
 
 
 def test_binary_test_batches_keep_each_images_defect_type(tiny_factory_data):
-    from pathlib import Path
 
     from lit_ssl.data import FactoryDataModule
 
@@ -62,3 +64,57 @@ def test_binary_test_batches_keep_each_images_defect_type(tiny_factory_data):
     assert names == [Path(p).parent.name for p in batch.paths]  # test/<type>/x.png
     assert (batch.labels == (batch.types != 0).long()).all()
     assert next(iter(data.train_dataloader())).types is None  # training batches carry none
+
+
+ANOMALY = Path(__file__).resolve().parents[1] / "recipes" / "anomaly.yaml"
+TINY = ["--config", str(ANOMALY), "--model.backbone", "test_resnet", "--data.image_size", "32"]
+TINY += ["--data.num_workers", "0", "--trainer.accelerator", "cpu"]
+
+
+def test_detector_test_reports_every_mvtec_defect_type_on_screen_and_in_metrics_csv(
+    tmp_path, capsys
+):
+    from cli_runs import run_lit_ssl
+
+    from lit_ssl.data import write_synthetic_dataset
+
+    write_synthetic_dataset(
+        tmp_path / "mv", image_size=32, n_train=8, n_test_good=4, n_per_defect=2, seed=0
+    )
+    (tmp_path / "mv" / "synthetic.json").unlink()  # a user's MVTec tree: its split is kept
+    run_lit_ssl(["fit", *TINY, "--data.root", "mv"], tmp_path)
+    ckpt = "runs/anomaly/version_0/checkpoints/last.ckpt"
+    printed = run_lit_ssl(
+        ["test", *TINY, "--data.root", "mv", "--ckpt_path", ckpt], tmp_path, capsys
+    )
+    types = ("scratch", "crack", "spot", "hole", "contamination")
+    for name in types:
+        assert (
+            f"test/auroc_vs_good/{name}" in printed
+            and f"test/recall_at_threshold/{name}" in printed
+        )
+    metrics = tmp_path / "runs" / "anomaly" / "version_1" / "metrics.csv"  # the test run
+    header = set(metrics.read_text().splitlines()[0].split(","))
+    assert {f"test/recall_at_threshold/{name}" for name in types} <= header
+
+
+def test_a_type_caught_less_than_half_the_time_is_called_out_after_test(tiny_factory_data, caplog):
+    import lightning as L
+
+    from lit_ssl.anomaly import AnomalyDetector
+    from lit_ssl.data import FactoryDataModule
+
+    data = FactoryDataModule(root=str(tiny_factory_data), task="anomaly", image_size=32)
+    data.hparams.num_workers = 0
+    detector = AnomalyDetector("test_resnet", coreset_fraction=0.5, save_figures=False)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(detector, datamodule=data)
+    detector.threshold.fill_(1e6)  # flags nothing: every type has recall 0
+    with caplog.at_level("WARNING", logger="lit_ssl.per_type"):
+        results = trainer.test(detector, datamodule=data, verbose=False)[0]
+    assert results["test/recall_at_threshold/scratch"] == 0.0
+    called = [r.getMessage() for r in caplog.records if r.name == "lit_ssl.per_type"]
+    assert len(called) == 5 and all("\n" not in line for line in called)
+    assert any(re.match(r"defect type 'scratch': caught in 0 of \d+ test", x) for x in called)

@@ -46,6 +46,7 @@ from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.data.batch import as_batch
 from lit_ssl.distributed import gather_rows
 from lit_ssl.input_size import check_input_size, forget_size_on_load, recorded_size
+from lit_ssl.per_type import PerTypeEvidence, data_type_names, log_per_type, name_types
 
 __all__ = ["AnomalyDetector", "false_alarm_threshold"]
 
@@ -150,6 +151,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.image_roc = BinaryROC()
         self.pixel_auroc = BinaryAUROC()
         self.aupro = AUPRO(max_fpr=0.3)
+        self.test_types = PerTypeEvidence()  # named at test start, from the data
         self._shown: dict[str, tuple[Tensor, ...]] = {}
 
     # ------------------------------------------------------------------ features
@@ -277,6 +279,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._shown = {}
         self._require_finite()
+        name_types(self.test_types, data_type_names(self, ()))
 
     def on_predict_epoch_start(self) -> None:
         self._require_finite()
@@ -299,6 +302,8 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         targets = (batch.labels[known] > 0).long()
         for metric in (self.image_auroc, self.image_ap, self.image_roc):
             metric.update(scores[known], targets)
+        types = batch.types if batch.types is not None else batch.labels
+        self.test_types.update(scores, scores > self.threshold, types)
         if batch.masks is not None:
             known_pixels = batch.masks >= 0  # -1: a defect image without its mask file
             target = (batch.masks[known_pixels] > 0.5).long()
@@ -316,6 +321,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
             self._shown[name] = _keep_top(kept, new, FIGURE_IMAGES)
 
     def on_test_epoch_end(self) -> None:
+        log_per_type(self, self.test_types)
         self.log("test/image_auroc", self.image_auroc.compute())
         self.log("test/image_ap", self.image_ap.compute())
         self.log("test/threshold", self.threshold)

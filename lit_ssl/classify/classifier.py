@@ -57,6 +57,7 @@ from lit_ssl.data.table import good_index
 from lit_ssl.deprecation import renamed_argument
 from lit_ssl.input_size import check_input_size, forget_size_on_load, recorded_size
 from lit_ssl.optim import decay_groups
+from lit_ssl.per_type import PerTypeEvidence, data_type_names, log_per_type, name_types
 
 __all__ = [
     "DefectClassifier",
@@ -255,6 +256,7 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         self._size_from_eval = False  # tiles: eval batches' frame size wins (_record_size)
         self.val_metrics = DefectMetrics(classes, self.good_index)
         self.test_metrics = DefectMetrics(classes, self.good_index, suffix="_at_threshold")
+        self.test_types = PerTypeEvidence()  # named at test start, from the data
         self.val_scores = CatMetric(nan_strategy="disable")
         self.val_targets = CatMetric(nan_strategy="disable")
 
@@ -549,11 +551,18 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
         batch = as_batch(batch)
         labels = batch.labels
         scores, probs = self.predict_scores(batch.views[0])
-        self.test_metrics.update(scores, self.decide(scores, probs, self.threshold), labels)
+        decisions = self.decide(scores, probs, self.threshold)
+        self.test_metrics.update(scores, decisions, labels)
+        types = batch.types if batch.types is not None else labels
+        self.test_types.update(scores, decisions != self.good_index, types)
+
+    def on_test_epoch_start(self) -> None:
+        name_types(self.test_types, data_type_names(self, self.class_names))
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
         self.log("test/threshold", self.threshold)
+        log_per_type(self, self.test_types)
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
         """Per-image dicts: path, defect_score, decision ("defect"/"good" at the stored

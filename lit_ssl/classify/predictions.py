@@ -39,11 +39,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lit_ssl.classify.heatmaps import HEATMAP_DIR, heatmap_name, write_heatmap
 from lit_ssl.data.batch import as_batch
+from lit_ssl.data.layouts import GOOD_NAMES
 
 __all__ = [
     "PREDICTIONS_FILE",
     "SKIPPED_FILE",
     "PredictionsCSVWriter",
+    "decisions_by_type",
     "flatten_predictions",
     "write_predictions_csv",
 ]
@@ -226,6 +228,45 @@ class PredictionsCSVWriter(BasePredictionWriter):
         self._rows = []
         if trainer.is_global_zero:
             _write_outputs(rows, path, skipped, list_skipped=self.path is None)
+            summary = decisions_by_type(rows, _known_types(trainer))
+            if summary:
+                print(summary)
+
+
+def _known_types(trainer: L.Trainer) -> dict[str, str]:
+    """``{path: defect type}`` of the datamodule's labelled samples (their folder's class
+    name, before any ``binary`` merge); empty without one."""
+    samples = getattr(getattr(trainer, "datamodule", None), "samples", None) or []
+    return {
+        os.path.abspath(s.path): s.label
+        for s in samples
+        if isinstance(getattr(s, "path", None), str) and getattr(s, "label", None) is not None
+    }
+
+
+def decisions_by_type(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> str | None:
+    """One line counting the "defect" decisions per known defect type, or None when no
+    predicted image has a known type.
+
+    Example:
+        >>> rows = [{"path": "/d/scratch/1.png", "decision": "good"},
+        ...         {"path": "/d/good/2.png", "decision": "good"}]
+        >>> decisions_by_type(rows, {"/d/scratch/1.png": "scratch", "/d/good/2.png": "good"})
+        'Flagged "defect", by known type: good 0 of 1, scratch 0 of 1'
+    """
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        path = row.get("path")
+        kind = types.get(os.path.abspath(path)) if isinstance(path, str) else None
+        if kind is not None:
+            tally = counts.setdefault(kind, [0, 0])
+            tally[0] += row.get("decision") == "defect"
+            tally[1] += 1
+    if not counts:
+        return None
+    order = sorted(counts, key=lambda kind: (kind.lower() not in GOOD_NAMES, kind))
+    parts = [f"{kind} {counts[kind][0]} of {counts[kind][1]}" for kind in order]
+    return 'Flagged "defect", by known type: ' + ", ".join(parts)
 
 
 def _heatmap_base(trainer: L.Trainer) -> str | None:

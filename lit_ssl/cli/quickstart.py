@@ -41,6 +41,7 @@ from lit_ssl.data import FactoryDataModule
 from lit_ssl.data.synthetic import default_dataset
 from lit_ssl.heads import VICReg
 from lit_ssl.module import SSLModule
+from lit_ssl.per_type import MIN_RECALL
 
 __all__ = ["QuickstartConfig", "main", "run_quickstart"]
 
@@ -225,6 +226,7 @@ def finetune(
     trainer.fit(classifier, datamodule=data)
     results = trainer.test(classifier, datamodule=data, verbose=False)[0]
     metrics = {key: float(results[TEST_KEYS[key]]) for key in METRICS}
+    metrics |= _per_type(results, "test/recall_at_threshold/", "recall/")
     metrics["best_epoch"] = float(best.best_epoch)
     metrics["threshold"] = float(classifier.threshold)
     if export:
@@ -255,7 +257,13 @@ def anomaly(
     data = _data(cfg, root, "anomaly", seed)
     trainer.fit(detector, datamodule=data)
     results = trainer.test(detector, datamodule=data, verbose=False)[0]
-    return {key: float(results[k]) for key, k in ANOMALY_KEYS.items() if k in results}
+    metrics = {key: float(results[k]) for key, k in ANOMALY_KEYS.items() if k in results}
+    return metrics | _per_type(results, "test/auroc_vs_good/", "auroc/")
+
+
+def _per_type(results: dict[str, float], prefix: str, key: str) -> dict[str, float]:
+    """``{key + type: value}`` of the per-defect-type test metrics named ``prefix + type``."""
+    return {key + k[len(prefix) :]: float(v) for k, v in results.items() if k.startswith(prefix)}
 
 
 def run_seed(cfg: QuickstartConfig, root: Path, folder: Path, seed: int) -> dict[str, dict]:
@@ -348,7 +356,34 @@ def tables(per_seed: list[dict[str, dict]]) -> str:
         out.append(
             _markdown(["anomaly detection (good images only)", *map(LABELS.get, akeys)], rows)
         )
+    out += _per_type_tables(values, classify, detect)
     return "\n\n".join(out)
+
+
+def _per_type_tables(values: dict, classify: list[str], detect: list[str]) -> list[str]:
+    """Per defect type: each classifier's recall at its threshold, each detector's AUROC
+    against good; then one line per type a row catches less than half the time."""
+    out, short = [], []
+    for rows, key, title in (
+        (classify, "recall/", "recall at the threshold, per defect type"),
+        (detect, "auroc/", "anomaly image AUROC against good, per defect type"),
+    ):
+        types = [k[len(key) :] for k in (values[rows[0]] if rows else {}) if k.startswith(key)]
+        if not types:
+            continue
+        cells = [[n, *(spread(values[n][key + t]) for t in types)] for n in rows]
+        out.append(_markdown([title, *types], cells))
+        if key == "recall/":
+            short += [
+                f"{n}: catches {t!r} in {statistics.median(values[n][key + t]):.0%} of test "
+                "images at its threshold (less than half)"
+                for n in rows
+                for t in types
+                if statistics.median(values[n][key + t]) < MIN_RECALL
+            ]
+    if short:
+        out.append("\n".join(short))
+    return out
 
 
 # ----------------------------------------------------------------------------- job
