@@ -190,6 +190,7 @@ _SHAPES: dict[str, Callable[[Rng, int], np.ndarray]] = {
     "hole": _hole,
     "contamination": _contamination,
 }
+DEFECT_SHAPES = _SHAPES  # public: other checks paste the same shapes (diagnosis)
 _TARGETS = {  # (multiply, add): defect pixels become texture * multiply + add
     "scratch": ((0.6, 0.6, 0.6), (0.42, 0.42, 0.42)),
     "crack": ((0.25, 0.25, 0.25), (0.0, 0.0, 0.0)),

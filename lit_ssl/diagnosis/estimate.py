@@ -25,25 +25,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from lit_ssl.augment import policy as build_policy
-from lit_ssl.data.io import (
-    IMAGE_EXTENSIONS,
-    BadImageError,
-    convert_channels,
-    infer_bit_depth,
-    read_raw,
-    to_float,
-)
-from lit_ssl.data.layouts import GOOD_NAMES, find_samples
-from lit_ssl.data.synthetic import default_dataset
 from lit_ssl.diagnosis.linear_model import moments_from_views
 from lit_ssl.diagnosis.report import FAMILIES, DiagnosisReport, decide
+from lit_ssl.diagnosis.sampling import load_images, pick_samples, resolve_samples
 from lit_ssl.diagnosis.theory import (
     joint_embedding_solution,
     reconstruction_solution,
@@ -56,85 +45,6 @@ Array = np.ndarray
 DEFAULT_K = (1, 2, 4, 8, 16, 32)
 MAX_RANK = 64
 MIN_PER_CLASS = 10  # labeled images per class needed for the probe and the defect check
-
-
-# ----------------------------------------------------------------------- images
-
-
-def _resolve(root: str | os.PathLike[str] | None, layout: str) -> tuple[Path, str, list]:
-    path = Path(root) if root is not None else default_dataset()
-    resolved, samples = find_samples(path, layout)
-    if not samples:
-        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ValueError(
-            f"no images found under {path} (layout {resolved!r}); expected files with "
-            f"extensions {extensions} (any case); hidden files and folders are ignored"
-        )
-    return path, resolved, samples
-
-
-def _label(name: str | None) -> int:
-    if name is None:
-        return -1
-    return 0 if name.lower() in GOOD_NAMES else 1
-
-
-def _pick(samples: list, num_images: int, rng: np.random.Generator) -> list:
-    """Up to ``num_images`` samples; defects (if any) fill at most half, so the probe has both."""
-    order = rng.permutation(len(samples))
-    defects = [samples[i] for i in order if _label(samples[i].label) == 1]
-    others = [samples[i] for i in order if _label(samples[i].label) != 1]
-    n_def = min(len(defects), max(num_images // 2, num_images - len(others)))
-    return sorted(defects[:n_def] + others[: num_images - n_def], key=lambda s: s.path)
-
-
-def _shrink(image: Array, side: int) -> Array:
-    short = min(image.shape[:2])
-    if short <= side:
-        return image
-    scale = side / short
-    shape = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    out = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
-    return out.reshape(*out.shape[:2], -1)
-
-
-def _read(samples: list, side: int, progress: bool) -> tuple[list, list, list[str]]:
-    """Decode, shrink (short side ``side``) and keep native dtype; skip unreadable files."""
-    kept, raws, bad = [], [], []
-    for s in tqdm(samples, desc="reading", disable=not progress, leave=False):
-        try:
-            raw, declared = read_raw(s.path)
-        except BadImageError as error:
-            bad.append(str(error))
-            continue
-        kept.append((s, declared, int(raw.max()) if raw.dtype == np.uint16 else 0))
-        raws.append(_shrink(raw, side))
-    return kept, raws, bad
-
-
-def _bit_depth(kept: list) -> int | None:
-    declared = [d for _, d, _ in kept if d is not None and 8 < d < 16]
-    if declared:
-        return min(declared)
-    peak = max((m for _, _, m in kept), default=0)
-    return infer_bit_depth(peak) if peak > 0 else None
-
-
-def _load(samples: list, size: int, in_chans: int, progress: bool):
-    """Images as float32 ``H x W x in_chans`` in [0, 1], their labels, and warnings."""
-    kept, raws, bad = _read(samples, 4 * size, progress)
-    notes = []
-    if bad:
-        listed = "; ".join(bad[:5]) + (f"; ... {len(bad) - 5} more" if len(bad) > 5 else "")
-        notes.append(
-            f"{len(bad)} of {len(samples)} files are unreadable and were skipped: {listed}"
-        )
-    if not kept:
-        raise ValueError(f"none of the {len(samples)} sampled image files is readable: {bad[0]}")
-    depth = _bit_depth(kept)
-    images = [convert_channels(to_float(r, depth), in_chans) for r in raws]
-    labels = np.array([_label(s.label) for s, _, _ in kept])
-    return images, labels, notes
 
 
 def _vectors(
@@ -320,9 +230,11 @@ def diagnose(
     start = time.perf_counter()
     if num_images < 8 or size < 4 or pairs_per_image < 1 or in_chans not in (1, 3):
         raise ValueError("need num_images >= 8, size >= 4, pairs_per_image >= 1, in_chans 1|3")
-    path, resolved, samples = _resolve(root, layout)
+    path, resolved, samples = resolve_samples(root, layout)
     rng = np.random.default_rng(seed)
-    images, labels, notes = _load(_pick(samples, num_images, rng), size, in_chans, progress)
+    images, labels, notes = load_images(
+        pick_samples(samples, num_images, rng), size, in_chans, progress
+    )
     views = 2 * pairs_per_image
     x, v = _vectors(images, policy, size, in_chans, views, seed, progress)
     mean = x.mean(0)

@@ -10,8 +10,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lit_ssl.diagnosis.sensitivity import SensitivityReport
 
 __all__ = ["FAMILIES", "DiagnosisReport", "decide"]
 
@@ -59,6 +63,8 @@ class DiagnosisReport:
         reasons: The numbers that led to the recommendation, in words.
         warnings: Problems found with the data or the policy.
         runtime_s: Wall-clock seconds.
+        sensitivity: With ``--weights``: the defect-sensitivity check of the backbone
+            (``SensitivityReport.to_dict()``, :mod:`lit_ssl.diagnosis.sensitivity`), else None.
     """
 
     root: str
@@ -85,8 +91,14 @@ class DiagnosisReport:
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     runtime_s: float = 0.0
+    sensitivity: dict | None = None
 
     # ------------------------------------------------------------------ text
+
+    def _sensitivity(self) -> SensitivityReport | None:
+        from lit_ssl.diagnosis.sensitivity import SensitivityReport
+
+        return SensitivityReport(**self.sensitivity) if self.sensitivity else None
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict of every field."""
@@ -119,7 +131,12 @@ class DiagnosisReport:
         return rows
 
     def summary(self) -> str:
-        """The diagnosis in plain words (what the CLI prints)."""
+        """The diagnosis in plain words (what the CLI prints), then the sensitivity check."""
+        sensitivity = self._sensitivity()
+        tail = ["", sensitivity.summary()] if sensitivity is not None else []
+        return "\n".join([self._diagnosis(), *tail])
+
+    def _diagnosis(self) -> str:
         top_share, top_align = self.top_direction()
         lines = [
             f"lit-ssl diagnose: {self.num_images} images from {self.root} ({self.layout}), "
@@ -142,8 +159,12 @@ class DiagnosisReport:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        """Summary plus the per-``k`` table, as Markdown."""
-        return f"```text\n{self.summary()}\n```\n\n" + "\n".join(self._table()) + "\n"
+        """Summary plus the per-``k`` table (and the defect-sensitivity check), as Markdown."""
+        sensitivity = self._sensitivity()
+        md = f"```text\n{self._diagnosis()}\n```\n\n" + "\n".join(self._table()) + "\n"
+        if sensitivity is not None:
+            md += "\n## Do thin defects survive the backbone?\n\n" + sensitivity.to_markdown()
+        return md
 
     def save(self, output: str | os.PathLike[str]) -> Path:
         """Write ``diagnose.json``, ``diagnose.md`` and ``diagnose.png`` into a folder.
