@@ -81,6 +81,10 @@ HEADS: dict[str, HeadSpec] = {
     "DenoisingAutoencoder": HeadSpec(lambda s: heads.DenoisingAutoencoder()),
     "LatentPrediction": HeadSpec(lambda s: heads.LatentPrediction()),
     "Hybrid": HeadSpec(lambda s: heads.Hybrid(heads.MaskedReconstruction(), heads.VICReg())),
+    # The recipe's teacher (random weights: the cost is the same) at its 224 px input.
+    "Distillation": HeadSpec(
+        lambda s: heads.Distillation("vit_small_patch14_dinov2", teacher_image_size=224)
+    ),
 }
 QUICK_HEADS = ("SimCLR", "BYOL", "VICReg", "BarlowTwins")
 # Head-cost reference rows (``--head-cost`` only): the decoder the old default built.

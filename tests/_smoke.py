@@ -28,12 +28,19 @@ TINY = [
 ]
 
 
+# Distillation: the recipe's teacher at a 56 px input (a 4x4 patch grid) instead of 224 px.
+SMALL_TEACHER = ["--model.head.init_args.teacher_image_size=56"]
+
+
 def smoke_overrides(recipe_text: str) -> list[str]:
-    """Tiny backbone, 32 px, 2 steps on CPU; a ViT for ViT-only heads (MAE)."""
+    """Tiny backbone, 32 px, 2 steps on CPU; a ViT for ViT-only heads (MAE); a small teacher
+    input for Distillation."""
     if "heads.MAE" in recipe_text:
         model = ["--model.backbone=test_vit", "--model.image_size=32"]
     else:
         model = ["--model.backbone=test_resnet"]
+    if "heads.Distillation" in recipe_text:
+        model += SMALL_TEACHER
     if "sync_batchnorm: true" in recipe_text:
         model.append("--trainer.sync_batchnorm=false")  # SyncBatchNorm needs CUDA modules
     return TRAINER + DATA + model

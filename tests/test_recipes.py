@@ -24,6 +24,7 @@ SSL_HEADS = {
     "masked_reconstruction",
     "denoising_autoencoder",
     "hybrid",
+    "distill",
 }
 
 

@@ -1,6 +1,8 @@
-"""SSL heads: reconstruction, joint-embedding and hybrid, all on one contract (SSLHead)."""
+"""SSL heads: reconstruction, joint-embedding, hybrid and distillation, all on one contract
+(SSLHead)."""
 
 from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead
+from lit_ssl.heads.distillation import Distillation
 from lit_ssl.heads.hybrid import Hybrid
 from lit_ssl.heads.joint_embedding import BYOL, BarlowTwins, SimCLR, VICReg
 from lit_ssl.heads.latent import LatentPrediction
@@ -11,6 +13,7 @@ __all__ = [
     "MAE",
     "BarlowTwins",
     "DenoisingAutoencoder",
+    "Distillation",
     "HeadOutput",
     "Hybrid",
     "LatentPrediction",

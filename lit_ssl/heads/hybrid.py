@@ -20,7 +20,7 @@ def _check_part(head: SSLHead, family: str) -> None:
     if head.family != family:
         examples = {
             "reconstruction": "MAE, MaskedReconstruction, DenoisingAutoencoder",
-            "joint_embedding": "SimCLR, BYOL, VICReg, BarlowTwins, LatentPrediction",
+            "joint_embedding": "SimCLR, BYOL, VICReg, BarlowTwins, LatentPrediction, Distillation",
         }[family]
         raise ValueError(
             f"Hybrid({family}=...) needs a {family!r} head ({examples}); got "
@@ -54,7 +54,7 @@ class Hybrid(SSLHead):
         reconstruction: a reconstruction head (``MAE``, ``MaskedReconstruction``,
             ``DenoisingAutoencoder``).
         joint_embedding: a joint-embedding head (``SimCLR``, ``BYOL``, ``VICReg``,
-            ``BarlowTwins``, ``LatentPrediction``).
+            ``BarlowTwins``, ``LatentPrediction``, ``Distillation``).
         weights: ``(reconstruction weight, joint-embedding weight)``, both >= 0.
     """
 

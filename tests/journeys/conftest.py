@@ -38,9 +38,12 @@ TIMEOUT_S = 180  # a hang fails the journey instead of blocking the suite
 
 
 def small(recipe_text: str = "") -> list[str]:
-    """SMALL, with a tiny ViT at 32 px for ViT-only heads (MAE)."""
+    """SMALL, with a tiny ViT at 32 px for ViT-only heads (MAE) and the teacher's input at 56 px
+    (a 4x4 patch grid of the recipe's ViT teacher, not 224 px) for Distillation."""
     if "heads.MAE" in recipe_text:
         return [*SMALL[2:], "--model.backbone", "test_vit", "--model.image_size", "32"]
+    if "heads.Distillation" in recipe_text:
+        return [*SMALL, "--model.head.init_args.teacher_image_size", "56"]
     return list(SMALL)
 
 
