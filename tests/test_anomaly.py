@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _defect_data import trainer_kwargs
+from _gloo import join_gloo
 
 from lit_ssl.anomaly import (
     AnomalyDetector,
@@ -98,15 +99,9 @@ def test_the_bank_and_threshold_travel_in_the_checkpoint(tmp_path):
 
 
 def _bank_worker(rank: int, store: str, out: str) -> None:
-    import datetime
-
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=2,
-        timeout=datetime.timedelta(seconds=60),
-    )  # fmt: skip
+    join_gloo(rank, store)
     try:
         torch.manual_seed(0)  # the same backbone on both ranks, as DDP makes it
         detector = AnomalyDetector("test_resnet", coreset_fraction=1.0).eval()

@@ -9,13 +9,13 @@ the single-process gradients.
 
 from __future__ import annotations
 
-import datetime
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _gloo import join_gloo
 from torch import nn
 
 from lit_ssl import losses
@@ -48,14 +48,7 @@ def _loss_and_grads(model: nn.Module, fn, x1: torch.Tensor, x2: torch.Tensor, gr
 
 
 def _worker(rank: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    join_gloo(rank, store, WORLD_SIZE)
     try:
         x1, x2, linear = _problem()
         model = nn.parallel.DistributedDataParallel(linear)

@@ -8,7 +8,6 @@ and reload.
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ import timm
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _defect_data import trainer_kwargs
+from _gloo import join_gloo
 from _head_data import BATCH, SIZE, gratings
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -209,15 +210,7 @@ class _Views(Dataset):
 def test_checkpoint_leaves_the_teacher_out_and_reloads(tmp_path):
     teacher_file = write_teacher(tmp_path / "teacher.safetensors")
     model = module(Distillation(TEACHER, teacher_weights=str(teacher_file), hidden_dim=32))
-    trainer = L.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = L.Trainer(**trainer_kwargs(tmp_path, max_steps=2, deterministic=False))
     trainer.fit(model, DataLoader(_Views(), batch_size=8))
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
@@ -245,14 +238,7 @@ WORLD_SIZE = 2
 
 
 def _ddp_worker(rank: int, store: str, teacher_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    join_gloo(rank, store, WORLD_SIZE)
     try:
         model = module(Distillation(TEACHER, teacher_weights=teacher_file, hidden_dim=32))
         model.eval()  # no BN batch statistics: per-rank losses average to the whole batch's
