@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_ssl import SSLModule
 from lit_ssl.checkpoints import UntrustedCheckpointError
+from lit_ssl.cli.tools import export_checkpoint
 from lit_ssl.heads import Distillation, Hybrid, MaskedReconstruction
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
@@ -231,6 +232,9 @@ def test_checkpoint_leaves_the_teacher_out_and_reloads(tmp_path):
     teacher_file.unlink()
     with pytest.raises(FileNotFoundError, match="backbone.safetensors or --model.weights CKPT"):
         SSLModule.load_from_checkpoint(path)
+    # lit-ssl export needs the student only: it works without the teacher file
+    again = export_checkpoint(path, tmp_path / "again.safetensors")
+    assert load_file(again).keys() == load_file(exported).keys()
 
 
 # ----------------------------------------------------------------------------- DDP

@@ -48,11 +48,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None) 
     default_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    if kind == "SSLModule":
-        from lit_ssl.module import SSLModule
+    if kind == "SSLModule":  # the backbone alone: no head (e.g. a teacher file) is rebuilt
+        from lit_ssl.backbone.loading import resolve_backbone
 
-        module = SSLModule.load_from_checkpoint(checkpoint, map_location="cpu")
-        return module.export_backbone(output or default_dir / "backbone.safetensors")
+        backbone = resolve_backbone(None, checkpoint, None, None)
+        return backbone.export(output or default_dir / "backbone.safetensors")
     if kind == "DefectClassifier":
         from lit_ssl.classify.classifier import DefectClassifier
 
