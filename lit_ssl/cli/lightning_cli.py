@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_ssl.callbacks.data_wait import DataWait
 from lit_ssl.callbacks.run_folder import RUNS_DIR, ExportOnFitEnd
 from lit_ssl.checkpoints import (
     CorruptCheckpointError,
@@ -262,6 +263,8 @@ class LitSSLCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if not any(isinstance(cb, ExportOnFitEnd) for cb in trainer.callbacks):
             trainer.callbacks.append(ExportOnFitEnd())
+        if not any(isinstance(cb, DataWait) for cb in trainer.callbacks):
+            trainer.callbacks.append(DataWait())  # perf/data_wait in metrics.csv
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.save_last is None:
             checkpoint.save_last = True  # runs/<recipe>/version_N/checkpoints/last.ckpt
