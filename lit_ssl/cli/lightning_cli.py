@@ -22,6 +22,7 @@ from lit_ssl.checkpoints import (
     verify_checkpoint_file,
 )
 from lit_ssl.cli.errors import LitSSLError
+from lit_ssl.cli.precision import auto_precision, cpu_precision
 
 __all__ = ["LitSSLCLI", "PeriodicLastCheckpoint", "newest_last_checkpoint"]
 
@@ -116,6 +117,7 @@ class LitSSLCLI(LightningCLI):
         self.recipe = recipe
         self.run_record = {} if run_record is None else run_record
         defaults = {
+            "precision": auto_precision(),  # bf16-mixed on a GPU, 32-true on CPU
             "default_root_dir": f"{RUNS_DIR}/{recipe}",
             "logger": {
                 "class_path": _RUN_LOGGER,
@@ -200,8 +202,12 @@ class LitSSLCLI(LightningCLI):
             )
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path`` (``last`` = newest run folder's) and load weights only."""
+        """Settle the precision on the CPU, resolve ``--ckpt_path`` (``last`` = newest run
+        folder's) and load weights only."""
         config = self._subcommand_config()
+        explicit = any(a.startswith("--trainer.precision") for a in self._argv)
+        trainer = config.trainer
+        trainer.precision = cpu_precision(trainer.precision, trainer.accelerator, explicit)
         if "weights_only" in config and config.weights_only is None:
             config.weights_only = True
         ckpt_path = config.get("ckpt_path")
