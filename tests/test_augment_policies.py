@@ -130,3 +130,20 @@ def test_natural_preset_loses_small_defects_in_many_pairs() -> None:
         compose = policy(name, 64, 3, seed=0)
         split = np.mean([_in_view(compose, mask) != _in_view(compose, mask) for _ in range(200)])
         assert low <= split <= high, f"{name}: defect in one view only for {split:.0%} of pairs"
+
+
+def test_a_seeded_policy_draws_each_transform_independently():
+    """albumentations' own set_random_seed gives every transform the same stream, so two
+    p=0.5 flips always agree; seed_policy (used by policy(seed=) and MultiView.reseed) gives
+    them one shared stream: all four flip combinations occur."""
+    from lit_ssl.augment.policies import seed_policy
+
+    image = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+    compose = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    seed_policy(compose, 0)
+    seen = {compose(image=image)["image"].tobytes() for _ in range(64)}
+    assert len(seen) == 4
+    compose.set_random_seed(0)  # the pitfall this guards against: flips move together
+    assert len({compose(image=image)["image"].tobytes() for _ in range(64)}) == 2
+    surface = policy("surface", 16, 1, seed=0)
+    assert all(t.py_random is surface.py_random for t in surface.transforms)

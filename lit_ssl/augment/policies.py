@@ -20,10 +20,12 @@ transforms use reflect borders (a black border looks like an edge defect).
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import albumentations as A
 import cv2
+import numpy as np
 
 from lit_ssl.augment.transforms import (
     IlluminationGradient,
@@ -39,6 +41,7 @@ __all__ = [
     "policy_from_yaml",
     "policy_to_yaml",
     "save_policy",
+    "seed_policy",
 ]
 
 PRESETS = ("surface", "object", "minimal", "natural")
@@ -163,8 +166,25 @@ def policy(
         compose = A.Compose(_BUILDERS[name](image_size, in_chans), strict=True)
     else:
         raise ValueError(f"unknown policy {name!r}; use one of {PRESETS} or a .yaml file")
-    compose.set_random_seed(seed)
+    seed_policy(compose, seed)
     return compose
+
+
+def seed_policy(compose: A.Compose, seed: int | None) -> None:
+    """Seed a policy with ONE random stream that all its transforms draw from in turn.
+
+    albumentations' ``Compose.set_random_seed`` gives every transform its own generator started
+    from the same seed, so all transforms draw the same numbers: whether each one applies (its
+    ``p``) and its strength move together (illumination, vignetting, contrast, gamma, noise
+    all on or all off). One shared stream makes them independent, as the policy means.
+
+    Args:
+        compose: the policy.
+        seed: any integer; ``None`` seeds from the operating system.
+    """
+    generator, py_random = np.random.default_rng(seed), random.Random(seed)
+    compose.seed = seed
+    compose.set_random_state(generator, py_random)
 
 
 def _drop_inherited_padding(node: object) -> None:

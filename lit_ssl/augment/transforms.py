@@ -3,7 +3,8 @@
 All three re-sample a nuisance of factory imaging (uneven illumination, lens vignetting, sensor
 noise) and leave the structure of defects alone. They accept float images in [0, 1] (the policies
 convert to float first) as well as ``uint8``/``uint16``, with 1 or more channels, and draw their
-randomness from the owning ``Compose``'s RNG, so ``Compose.set_random_seed`` controls them.
+randomness from the owning ``Compose``'s RNG, so ``lit_ssl.augment.policies.seed_policy``
+controls them.
 """
 
 from __future__ import annotations

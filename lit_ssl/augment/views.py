@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 
-from lit_ssl.augment.policies import policy
+from lit_ssl.augment.policies import policy, seed_policy
 
 __all__ = ["MultiView", "multi_view"]
 
@@ -52,7 +52,7 @@ class MultiView:
         composes = [*self.policies, *([self.clean] if self.clean is not None else [])]
         states = np.random.SeedSequence(seed % 2**128).generate_state(len(composes))
         for compose, state in zip(composes, states, strict=True):
-            compose.set_random_seed(int(state))
+            seed_policy(compose, int(state))
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None) -> list[np.ndarray]:
         """Return one augmented array per view (then the clean one, if any).

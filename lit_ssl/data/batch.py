@@ -25,7 +25,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-__all__ = ["Batch", "ViewSpec", "as_batch", "collate_batch"]
+__all__ = ["Batch", "FrameBatch", "ViewSpec", "as_batch", "collate_batch"]
+
+# ITU-R 601 luminance, as lit_ssl.data.io converts RGB to one channel
+_LUMA = (0.299, 0.587, 0.114)
 
 
 class ViewSpec(NamedTuple):
@@ -78,13 +81,118 @@ class Batch(NamedTuple):
         )
 
 
-def collate_batch(items: Sequence[Batch]) -> Batch:
+class FrameBatch(NamedTuple):
+    """Decoded windows in their native dtype, before the policy runs on the device.
+
+    What the loaders of ``FactoryDataModule(augment_on="device")`` yield in the augmented
+    stages; the data module's ``on_after_batch_transfer`` turns it into a :class:`Batch` on the
+    device (:class:`lit_ssl.augment.device.DeviceViews`). A consumer that iterates such a loader
+    itself gets unaugmented images from :func:`as_batch` (:meth:`unit`).
+
+    Attributes:
+        frames: ``(B, W, C, S, S)`` windows letterboxed to ``S = image_size``, ``uint8``,
+            ``uint16`` or ``float32`` as decoded (mixed dtypes promoted losslessly); ``W`` is 1
+            (every view from one window) or the number of views (one window per view). ``C``
+            is ``in_chans``, or 3 when RGB frames go to one channel (luminance on the device).
+        labels: ``(B,)`` int64, -1 where unknown.
+        gain: ``(B,)`` float32 multiplier of integer pixels (``1/255``, ``1/(2**bits - 1)``).
+        divisor: ``(B,)`` float32 divisor of float pixels (the data's ``float_scale``).
+        paths: Source file of every sample.
+        masks: ``(B, 1, S, S)`` float masks through the letterbox (padding -1), or None.
+        types: ``(B,)`` int64 defect types, or None.
+        in_chans: Channels given to the model.
+        stage: Loader stage (``"train"``, ``"val"``): which device views to run.
+
+    Examples:
+        >>> import torch
+        >>> frames = torch.full((2, 1, 1, 4, 4), 255, dtype=torch.uint8)
+        >>> gain = torch.full((2,), 1 / 255)
+        >>> batch = FrameBatch(frames, torch.tensor([0, 1]), gain, torch.ones(2), in_chans=1)
+        >>> batch.unit().shape, float(batch.unit().max())
+        (torch.Size([2, 1, 1, 4, 4]), 1.0)
+    """
+
+    frames: Tensor
+    labels: Tensor
+    gain: Tensor
+    divisor: Tensor
+    paths: list[str] | None = None
+    masks: Tensor | None = None
+    types: Tensor | None = None
+    in_chans: int = 3
+    stage: str = "train"
+
+    def unit(self) -> Tensor:
+        """``(B, W, in_chans, S, S)`` float32 in [0, 1]: the CPU path's scaling, on the device.
+
+        ``frames * gain / divisor`` clipped to [0, 1] (the same float32 operations as
+        ``ImageStore.finish``), then RGB to one channel by luminance when asked.
+        """
+        shape = (-1, 1, 1, 1, 1)
+        unit = self.frames.float() * self.gain.view(shape) / self.divisor.view(shape)
+        unit = unit.clamp_(0.0, 1.0)
+        if unit.shape[2] == 3 and self.in_chans == 1:  # scalars: no host-to-device copy
+            red, green, blue = unit.split(1, dim=2)
+            unit = red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2]
+        return unit
+
+    def as_batch(self, num_views: int = 1) -> Batch:
+        """The unaugmented :class:`Batch` (every view the window's letterboxed image)."""
+        unit = self.unit()
+        views = [unit[:, min(v, unit.shape[1] - 1)] for v in range(num_views)]
+        return Batch(views, self.labels, None, self.paths, self.masks, self.types)
+
+
+def _flatten(items: Sequence[Any]) -> list[Any]:
+    """Samples of a dataset whose items may be lists of samples (``crops_per_frame``)."""
+    if not isinstance(items[0], list):
+        return list(items)
+    return [sample for item in items for sample in item]
+
+
+def _common_frames(frames: list[Tensor]) -> list[Tensor]:
+    """Windows of one batch in one dtype and channel count, without changing a value.
+
+    uint8 next to uint16 becomes uint16, any float makes float32 (the per-sample ``gain``
+    keeps every value's scaling); a 1-channel window next to 3-channel ones is repeated.
+    """
+    dtypes = {f.dtype for f in frames}
+    if len(dtypes) > 1:
+        dtype = torch.float32 if any(d.is_floating_point for d in dtypes) else torch.uint16
+        frames = [f.to(dtype) for f in frames]
+    channels = max(f.shape[1] for f in frames)
+    return [f.expand(-1, channels, -1, -1) if f.shape[1] == 1 else f for f in frames]
+
+
+def _collate_frames(items: Sequence[FrameBatch]) -> FrameBatch:
+    first = items[0]
+    return FrameBatch(
+        torch.stack(_common_frames([item.frames for item in items])),
+        torch.as_tensor([item.labels for item in items], dtype=torch.long),
+        torch.as_tensor([item.gain for item in items], dtype=torch.float32),
+        torch.as_tensor([item.divisor for item in items], dtype=torch.float32),
+        None if first.paths is None else [item.paths for item in items],
+        None if first.masks is None else default_collate([item.masks for item in items]),
+        None
+        if first.types is None
+        else torch.as_tensor([i.types for i in items], dtype=torch.long),
+        first.in_chans,
+        first.stage,
+    )
+
+
+def collate_batch(items: Sequence[Batch | FrameBatch | list]) -> Batch | FrameBatch:
     """Stack per-sample records into one :class:`Batch` (the loaders' ``collate_fn``).
 
     Tensors go through torch's ``default_collate``, which stacks straight into shared memory
-    inside worker processes (no extra copy on the way to the main process).
+    inside worker processes (no extra copy on the way to the main process). Items that are
+    lists (several crops of one decoded frame, ``crops_per_frame``) are flattened first;
+    :class:`FrameBatch` samples stack into one :class:`FrameBatch`.
     """
+    items = _flatten(items)
     first = items[0]
+    if isinstance(first, FrameBatch):
+        return _collate_frames(items)
     return Batch(
         default_collate([item.views for item in items]),
         torch.as_tensor([item.labels for item in items], dtype=torch.long),
@@ -100,10 +208,11 @@ def collate_batch(items: Sequence[Batch]) -> Batch:
 def as_batch(batch: Any, clean_last: bool = False) -> Batch:
     """A :class:`Batch` from a ``Batch`` or from the plain tuples of a user's DataLoader.
 
-    Accepted: a ``Batch`` (returned as is); ``(views, labels)`` with ``views`` a list of
-    ``(B, C, H, W)`` tensors; ``(images, labels)``, ``(images, labels, paths)`` and
-    ``(images, paths)`` with ``images`` one tensor; a bare ``images`` tensor. Missing labels
-    become ``-1``.
+    Accepted: a ``Batch`` (returned as is); a :class:`FrameBatch` (its unaugmented images,
+    when a loader of ``augment_on="device"`` is read without the data module's hook);
+    ``(views, labels)`` with ``views`` a list of ``(B, C, H, W)`` tensors; ``(images, labels)``,
+    ``(images, labels, paths)`` and ``(images, paths)`` with ``images`` one tensor; a bare
+    ``images`` tensor. Missing labels become ``-1``.
 
     Args:
         batch: what the DataLoader yielded (after Lightning moved it to the device).
@@ -116,6 +225,8 @@ def as_batch(batch: Any, clean_last: bool = False) -> Batch:
     """
     if isinstance(batch, Batch):
         return batch
+    if isinstance(batch, FrameBatch):
+        return batch.as_batch()
     if isinstance(batch, Tensor):
         first, rest = batch, []
     elif isinstance(batch, list | tuple) and batch:

@@ -35,6 +35,21 @@ view's policy resizes it to ``image_size`` (aspect kept: longest side, centred z
 with a mask a window holding defect pixels, defect images without one the whole frame. The other
 stages always see the whole frame, letterboxed (see :mod:`lit_ssl.data.crops`).
 
+Augmentation on the device (``augment_on``): with ``"device"`` the workers of the augmented
+stages only decode, cut and letterbox windows in their native dtype
+(:class:`~lit_ssl.data.batch.FrameBatch`: uint8/uint16 stay integers, with the scaling that
+``ImageStore.finish`` would apply), and :meth:`FactoryDataModule.on_after_batch_transfer` runs
+the presets batched on the device (:mod:`lit_ssl.augment.device`), every sample with its own
+parameters. ``"auto"`` does that when the trainer's accelerator is CUDA and every policy has a
+device version (``surface``, ``object``, ``minimal``), else the albumentations policies run in
+the workers as on the CPU. Evaluation batches (classify val, test, predict, anomaly) are always
+made in the workers (resize only).
+
+Several crops per decode (``crops_per_frame``): with ``crop_size``, one decode of a frame gives
+``crops_per_frame`` independent training samples; the loaders then read
+``batch_size // crops_per_frame`` frames per batch, so a batch still holds ``batch_size``
+samples, and an epoch visits every frame once (``crops_per_frame`` samples from each).
+
 No mean/std normalisation happens here; it lives inside the Backbone.
 """
 
@@ -45,15 +60,18 @@ import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
+from lit_ssl.allow_list import register_checkpoint_class
+from lit_ssl.augment.device import DEVICE_PRESETS, DeviceViews, device_capable
 from lit_ssl.augment.views import MultiView, multi_view
-from lit_ssl.data.batch import ViewSpec, collate_batch
+from lit_ssl.data.batch import FrameBatch, ViewSpec, collate_batch
 from lit_ssl.data.crops import WindowSampler, check_crop_size
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
 from lit_ssl.data.io import (
@@ -90,6 +108,7 @@ _STAGE_OFFSET = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _MAX_NAMED = 20
 _LABELED_STAGES = (None, "fit", "validate", "test")
 TASKS = ("ssl", "classify", "anomaly")
+AUGMENT_ON = ("auto", "cpu", "device")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -97,6 +116,25 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _check_crops_per_frame(crops: int, crop_size: int | None, batch_size: int) -> None:
+    if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
+        raise ValueError(f"crops_per_frame={crops!r}; use a whole number >= 1")
+    if crops == 1:
+        return
+    _check(
+        crop_size is not None,
+        f"crops_per_frame={crops} needs crop_size (crops of the native frame); set crop_size "
+        "or use crops_per_frame=1",
+    )
+    _check(
+        batch_size % crops == 0,
+        f"batch_size={batch_size} is not divisible by crops_per_frame={crops}: a batch holds "
+        f"batch_size // crops_per_frame frames, crops_per_frame samples each; use a batch_size "
+        f"that is a multiple of {crops}",
+    )
+
+
+@register_checkpoint_class
 class FactoryDataModule(L.LightningDataModule):
     """Factory inspection images for self-supervised pretraining or defect classification.
 
@@ -168,6 +206,21 @@ class FactoryDataModule(L.LightningDataModule):
         synthetic_size: Image side of the embedded synthetic data (``root=None`` only).
         keep_layout_split: Deprecated (the layout's split is kept by default); ``True`` means
             ``resplit=False``. Removed in the next release.
+        augment_on: Where the augmented stages' policies run (ssl train/val, classify train):
+            ``"cpu"`` in the workers (albumentations); ``"device"`` batched on the model's
+            device after the transfer (workers only decode and letterbox windows in their
+            native dtype; presets ``surface``, ``object``, ``minimal`` only); ``"auto"``
+            (default) the device when the trainer runs on CUDA and every policy is one of
+            those presets, else the CPU.
+        crops_per_frame: With ``crop_size``: training samples cut from one decode of a frame
+            (each its own window and views); ``batch_size`` still counts samples (a batch holds
+            ``batch_size // crops_per_frame`` frames), so it must be divisible by it. 1 (default):
+            one decode per sample.
+
+    Examples:
+        >>> dm = FactoryDataModule(image_size=32, crop_size=32, crops_per_frame=4, batch_size=8)
+        >>> dm.hparams.augment_on, dm.hparams.crops_per_frame
+        ('auto', 4)
     """
 
     def __init__(
@@ -201,8 +254,19 @@ class FactoryDataModule(L.LightningDataModule):
         synthetic_material: str = "metal",
         synthetic_size: int = 64,
         keep_layout_split: bool | None = None,
+        augment_on: Literal["auto", "cpu", "device"] = "auto",
+        crops_per_frame: int = 1,
     ):
         super().__init__()
+        _check(augment_on in AUGMENT_ON, f"augment_on={augment_on!r}; use one of {AUGMENT_ON}")
+        _check_crops_per_frame(crops_per_frame, crop_size, batch_size)
+        if augment_on == "device" and not device_capable(policy):
+            raise ValueError(
+                f"augment_on='device' cannot run policy={policy!r}: use a device preset "
+                f"({', '.join(DEVICE_PRESETS)}) or augment_on='cpu'\n"
+                "YAML policies and 'natural' are albumentations pipelines that run in the CPU "
+                "workers (augment_on='auto' falls back to them)"
+            )
         _check(task in TASKS, f"task={task!r}; use one of {TASKS}")
         _check(layout in (*LAYOUTS, "auto"), f"layout={layout!r}; use 'auto' or one of {LAYOUTS}")
         _check(on_bad_file in ("skip", "raise"), f"on_bad_file={on_bad_file!r}; use skip|raise")
@@ -236,8 +300,13 @@ class FactoryDataModule(L.LightningDataModule):
         self._builds: Counter[tuple[str, int]] = Counter()
         self._ready = False
         self._told_unmasked = False
+        self._told_cpu = False
+        self._device_views: dict[str, DeviceViews] = {}
 
     # ------------------------------------------------------------------ views
+
+    # It reads the model's ``view_spec`` in its own ``setup`` (``SSLModule`` checks this).
+    adopts_view_spec = True
 
     def configure_views(self, num_views: int, clean_view: bool = False) -> None:
         """Set the number of views the model's head needs.
@@ -633,15 +702,60 @@ class FactoryDataModule(L.LightningDataModule):
             )
         return indices
 
+    def augments_on_device(self) -> bool:
+        """Whether the augmented stages run their policies on the device (``augment_on``).
+
+        ``"auto"`` means yes when the attached trainer's accelerator is CUDA and every policy
+        has a device version; a YAML policy (or ``natural``) then stays on the CPU, said once.
+        """
+        hp = self.hparams
+        if hp.augment_on != "auto":
+            return hp.augment_on == "device"
+        trainer = getattr(self, "trainer", None)
+        on_gpu = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+        if on_gpu and not device_capable(hp.policy):
+            if not self._told_cpu:
+                self._told_cpu = True
+                log.warning(
+                    "augment_on='auto': policy %r has no device version, so augmentation "
+                    "runs in the CPU workers (device presets: %s)",
+                    hp.policy,
+                    ", ".join(DEVICE_PRESETS),
+                )
+            return False
+        return on_gpu
+
+    def _policy_names(self, count: int) -> list[str]:
+        names = self.hparams.policy
+        names = [names] if isinstance(names, str) else list(names)
+        return names * count if len(names) == 1 else names
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Run the device policies on a :class:`~lit_ssl.data.batch.FrameBatch` (on the device).
+
+        Other batches pass unchanged. Lightning calls it after moving each batch to the
+        model's device (``augment_on="device"``, or ``"auto"`` on CUDA).
+        """
+        if isinstance(batch, FrameBatch):
+            views = self._device_views.get(batch.stage)
+            return batch.as_batch() if views is None else views(batch)
+        return batch
+
     def _loader(self, stage: str) -> DataLoader:
         hp = self.hparams
         seed = self._next_seed(stage)
-        dataset = self._dataset(stage, seed)
+        device = self._augmented(stage) and self.augments_on_device()
+        dataset = self._dataset(stage, seed, device)
+        if device:
+            count = len(dataset.transform.policies)
+            clean = dataset.transform.clean is not None
+            self._device_views[stage] = DeviceViews(self._policy_names(count), clean, seed)
         workers, train = hp.num_workers, stage == "train"
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
+        batch_size = hp.batch_size // dataset.crops_per_frame  # frames per batch
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size,
+            batch_size=batch_size,
             shuffle=train,
             num_workers=workers,
             pin_memory=pin,
@@ -649,17 +763,17 @@ class FactoryDataModule(L.LightningDataModule):
             worker_init_fn=worker_init_fn if workers > 0 else None,
             generator=torch.Generator().manual_seed(seed),
             collate_fn=collate_batch,
-            drop_last=self._drop_last(stage, len(dataset)),
+            drop_last=self._drop_last(stage, len(dataset), batch_size),
         )
 
-    def _drop_last(self, stage: str, size: int) -> bool:
+    def _drop_last(self, stage: str, size: int, batch_size: int) -> bool:
         """Drop the last incomplete training batch; never for anomaly (the bank keeps every
         good image) nor when the split is smaller than one batch."""
         hp = self.hparams
         train = stage == "train" and self.task != "anomaly"
-        return train and hp.drop_last and size >= hp.batch_size
+        return train and hp.drop_last and size >= batch_size
 
-    def _dataset(self, stage: str, seed: int) -> FactoryDataset:
+    def _dataset(self, stage: str, seed: int, device: bool = False) -> FactoryDataset:
         self._require_setup()
         split = "all" if stage == "predict" else stage
         classify = self.task == "classify"
@@ -686,7 +800,18 @@ class FactoryDataModule(L.LightningDataModule):
                 self._tell_unmasked(indices, labels, good)
         types = self.types if stage in ("val", "test", "predict") else None
         return FactoryDataset(
-            self._store, indices, labels, transform, masks, good, crops, crop_masks, types
+            self._store,
+            indices,
+            labels,
+            transform,
+            masks,
+            good,
+            crops,
+            crop_masks,
+            types,
+            native_size=self.hparams.image_size if device else None,
+            crops_per_frame=self.hparams.crops_per_frame if crops is not None else 1,
+            stage=stage,
         )
 
     def _tell_unmasked(self, indices: np.ndarray, labels: np.ndarray, good: int | None) -> None:

@@ -6,6 +6,12 @@ float32 [0, 1] with ``in_chans`` channels (one scaling for the whole dataset, se
 a :class:`~lit_ssl.data.crops.WindowSampler` (``crop_size``), each view is first cut out of the
 native-dtype frame (a 16-bit frame stays 16-bit until then) and only that window is converted.
 Each sample is an unbatched :class:`~lit_ssl.data.batch.Batch`; ``collate_batch`` stacks them.
+
+With ``native_size`` (``augment_on="device"``) no float conversion and no policy runs here:
+the windows (or the whole frame) are letterboxed to ``native_size`` in their native dtype and
+returned as an unbatched :class:`~lit_ssl.data.batch.FrameBatch` with the sample's scaling
+(:meth:`ImageStore.unit_scale`); the policy runs on the device. With ``crops_per_frame > 1``
+an item is a list of that many samples cut from one decode of the frame.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from lit_ssl.augment.policies import letterbox
 from lit_ssl.augment.views import MultiView
-from lit_ssl.data.batch import Batch
+from lit_ssl.data.batch import Batch, FrameBatch
 from lit_ssl.data.crops import WindowSampler, cut, defect_points
 from lit_ssl.data.io import (
     BadImageError,
@@ -153,6 +161,50 @@ class ImageStore:
                 )
         return convert_channels(to_float(raw, bits, scale), self.in_chans)
 
+    def unit_scale(self, raw: np.ndarray, index: int | None = None) -> tuple[float, float]:
+        """``(gain, divisor)`` that scale ``raw`` as :meth:`finish` does: ``raw * gain / divisor``.
+
+        Integers: ``gain`` the float32 ``1/255`` or ``1/(2**bits - 1)`` (``bits`` as
+        :meth:`finish` picks it), ``divisor`` 1. Floats: ``gain`` 1, ``divisor`` the data's
+        ``float_scale`` (1 when unknown). The device applies them (``FrameBatch.unit``).
+
+        Examples:
+            >>> store = ImageStore([], in_chans=1, bit_depth=12)
+            >>> gain, divisor = store.unit_scale(np.zeros((2, 2, 1), np.uint16))
+            >>> gain == float(np.float32(1 / 4095)), divisor
+            (True, 1.0)
+        """
+        if raw.dtype == np.uint8:
+            return float(np.float32(1 / 255)), 1.0
+        if raw.dtype == np.uint16:
+            return float(np.float32(1 / (2 ** self.bits_of(index) - 1))), 1.0
+        return 1.0, float(self.float_scale or 1.0)
+
+
+def native_channels(raw: np.ndarray, in_chans: int) -> np.ndarray:
+    """``raw`` (``H x W x C``, native dtype) with the channels the device expects, values kept.
+
+    Alpha is dropped and mono is repeated to ``in_chans`` (exact in any dtype); RGB stays RGB
+    when ``in_chans`` is 1 (luminance needs float: ``FrameBatch.unit`` does it on the device).
+
+    Raises:
+        ValueError: The conversion is not defined (e.g. 5 channels to 3).
+    """
+    channels = raw.shape[2]
+    if channels in (2, 4):
+        raw, channels = raw[:, :, : channels - 1], channels - 1
+    if channels == in_chans or (channels == 3 and in_chans == 1):
+        return raw
+    if channels == 1:
+        return np.repeat(raw, in_chans, axis=2)
+    return convert_channels(raw, in_chans)  # raises the CPU path's error
+
+
+def _chw(image: np.ndarray) -> torch.Tensor:
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     image = np.clip(image.astype(np.float32, copy=False), 0.0, 1.0)
@@ -199,7 +251,14 @@ class FactoryDataset(Dataset):
         crops: WindowSampler | None = None,
         crop_masks: list[str | None] | None = None,
         types: np.ndarray | None = None,
+        native_size: int | None = None,
+        crops_per_frame: int = 1,
+        stage: str = "train",
     ):
+        if crops_per_frame < 1 or (crops_per_frame > 1 and crops is None):
+            raise ValueError(
+                f"crops_per_frame={crops_per_frame}; use 1, or more together with crop windows"
+            )
         self.store = store
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -209,6 +268,10 @@ class FactoryDataset(Dataset):
         self.crops = crops
         self.crop_masks = crop_masks
         self.types = None if types is None else np.asarray(types, dtype=np.int64)
+        self.native_size = native_size
+        self.crops_per_frame = crops_per_frame
+        self.stage = stage
+        self._letterbox = None if native_size is None else A.Compose(letterbox(native_size))
         self._points: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -220,20 +283,75 @@ class FactoryDataset(Dataset):
         if self.crops is not None:
             self.crops.reseed(seed)
 
-    def __getitem__(self, item: int) -> Batch:
-        if self.crops is not None:
-            raw, index = self.store.read_raw(int(self.indices[item]))
-            label = int(self.labels[index])
-            arrays = self.transform.each(self._windows(raw, index, label))
-            mask = None
-        else:
-            image, index = self.store.read(int(self.indices[item]))
-            label = int(self.labels[index])
-            arrays, mask = self._whole(image, index, label)
+    def __getitem__(self, item: int) -> Batch | FrameBatch | list[Batch | FrameBatch]:
+        sample = int(self.indices[item])
+        if self.crops is None:
+            return self._whole_frame(sample)
+        raw, index = self.store.read_raw(sample)  # one decode for every crop of this visit
+        crops = [self._crop(raw, index) for _ in range(self.crops_per_frame)]
+        return crops[0] if self.crops_per_frame == 1 else crops
+
+    def _kind(self, index: int) -> int | None:
+        return None if self.types is None else int(self.types[index])
+
+    def _whole_frame(self, sample: int) -> Batch | FrameBatch:
+        if self.native_size is not None:
+            raw, index = self.store.read_raw(sample)
+            return self._native_whole(raw, index, int(self.labels[index]))
+        image, index = self.store.read(sample)
+        label = int(self.labels[index])
+        arrays, mask = self._whole(image, index, label)
+        return self._record(arrays, index, label, mask)
+
+    def _crop(self, raw: np.ndarray, index: int) -> Batch | FrameBatch:
+        label = int(self.labels[index])
+        if self.native_size is not None:
+            corners = self._corners(raw, index, label)
+            if corners is None:
+                return self._native_whole(raw, index, label)
+            windows = [self._native(cut(raw, c, self.crops.size))[0] for c in corners]
+            return self._frames(torch.stack(windows), raw, index, label, None)
+        return self._record(self.transform.each(self._windows(raw, index, label)), index, label)
+
+    def _record(
+        self, arrays: list[np.ndarray], index: int, label: int, mask: torch.Tensor | None = None
+    ) -> Batch:
         views = [_to_tensor(v) for v in arrays]
         clean = views.pop() if self.transform.clean is not None else None
-        kind = None if self.types is None else int(self.types[index])
-        return Batch(views, label, clean, self.store.paths[index], mask, kind)
+        return Batch(views, label, clean, self.store.paths[index], mask, self._kind(index))
+
+    def _native(
+        self, raw: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A native-dtype window or frame letterboxed to ``native_size`` (and its mask)."""
+        image = native_channels(raw, self.store.in_chans)
+        if image.dtype not in (np.uint8, np.uint16, np.float32):
+            image = image.astype(np.float32)
+        extra = {} if mask is None else {"mask": mask}
+        out = self._letterbox(image=np.ascontiguousarray(image), **extra)
+        tensor_mask = None if mask is None else torch.from_numpy(out["mask"].astype(np.float32))
+        return _chw(out["image"]), None if tensor_mask is None else tensor_mask[None]
+
+    def _native_whole(self, raw: np.ndarray, index: int, label: int) -> FrameBatch:
+        mask = None
+        if self.masks is not None:
+            mask = load_mask(self.masks[index], label == self.good_label, raw.shape[:2])
+        image, mask = self._native(raw, mask)
+        return self._frames(image[None], raw, index, label, mask)
+
+    def _frames(
+        self,
+        windows: torch.Tensor,
+        raw: np.ndarray,
+        index: int,
+        label: int,
+        mask: torch.Tensor | None,
+    ) -> FrameBatch:
+        gain, divisor = self.store.unit_scale(raw, index)
+        path, kind = self.store.paths[index], self._kind(index)
+        return FrameBatch(
+            windows, label, gain, divisor, path, mask, kind, self.store.in_chans, self.stage
+        )
 
     def _whole(
         self, image: np.ndarray, index: int, label: int
@@ -244,19 +362,28 @@ class FactoryDataset(Dataset):
         view, mask = self.transform.with_mask(image, mask)
         return [view], torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
 
-    def _windows(self, raw: np.ndarray, index: int, label: int) -> list[np.ndarray]:
-        """One float image per output (views, then the clean one) cut from ``raw``."""
+    def _corners(self, raw: np.ndarray, index: int, label: int) -> list[tuple[int, int]] | None:
+        """Window corners of one sample (views, then the clean one); None: the whole frame."""
         crops, count = self.crops, self.transform.num_outputs
         if self.crop_masks is None:
             corners = crops.overlapping(raw.shape, len(self.transform.policies))
         elif label == self.good_label:
             corners = [crops.random(raw.shape)]
         elif self.crop_masks[index] is None or len(self._defect_points(index, raw.shape)) == 0:
-            return [self.store.finish(raw, index)] * count  # whole frame, letterboxed
+            return None
         else:
             corners = [crops.containing(raw.shape, self._defect_points(index, raw.shape))]
-        corners += corners[:1] * (count - len(corners))  # the clean view: the first window
-        return [self.store.finish(cut(raw, corner, crops.size), index) for corner in corners]
+        if self.native_size is not None:
+            return corners  # the device takes the clean view from the first window
+        return corners + corners[:1] * (count - len(corners))  # the clean view: the first window
+
+    def _windows(self, raw: np.ndarray, index: int, label: int) -> list[np.ndarray]:
+        """One float image per output (views, then the clean one) cut from ``raw``."""
+        corners = self._corners(raw, index, label)
+        if corners is None:
+            return [self.store.finish(raw, index)] * self.transform.num_outputs  # letterboxed
+        size = self.crops.size
+        return [self.store.finish(cut(raw, corner, size), index) for corner in corners]
 
     def _defect_points(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
         """Defect pixels of sample ``index``'s mask, read once per worker (may be empty)."""
