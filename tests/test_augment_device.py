@@ -9,7 +9,6 @@ CPU path does.
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,8 +21,8 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from lit_ssl.augment import policy
-from lit_ssl.augment.policies import seed_policy
 from lit_ssl.augment.device import DevicePolicy, DeviceViews, device_capable
+from lit_ssl.augment.policies import seed_policy
 from lit_ssl.data import FactoryDataModule
 from lit_ssl.data.batch import Batch, FrameBatch, ViewSpec, as_batch
 
