@@ -10,27 +10,38 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from lit_ssl import heads, losses  # noqa: E402
+# Every class a checkpoint may name is imported here, so it has joined the allow-list
+# (lit_ssl.allow_list) before any lit_ssl module can read a checkpoint.
+from lit_ssl import data, heads, losses  # noqa: E402
+from lit_ssl.anomaly.detector import AnomalyDetector  # noqa: E402
 from lit_ssl.backbone import Backbone  # noqa: E402
+from lit_ssl.classify.classifier import DefectClassifier  # noqa: E402
 from lit_ssl.module import SSLModule  # noqa: E402
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DefectClassifier": ("lit_ssl.classify.classifier", "DefectClassifier"),
-    "AnomalyDetector": ("lit_ssl.anomaly.detector", "AnomalyDetector"),
     "diagnose": ("lit_ssl.diagnosis.estimate", "diagnose"),
     "augment": ("lit_ssl.augment", None),
     "callbacks": ("lit_ssl.callbacks", None),
-    "data": ("lit_ssl.data", None),
     "theory": ("lit_ssl.theory", None),
 }
 
-__all__ = ["Backbone", "SSLModule", "__version__", "heads", "losses", *_LAZY]
+__all__ = [
+    "AnomalyDetector",
+    "Backbone",
+    "DefectClassifier",
+    "SSLModule",
+    "__version__",
+    "data",
+    "heads",
+    "losses",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):
-    """Import the heavier parts (albumentations, OpenCV, ONNX) on first use."""
+    """Import the parts no checkpoint names (the diagnosis, theory) on first use."""
     if name not in _LAZY:
         raise AttributeError(f"module 'lit_ssl' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]

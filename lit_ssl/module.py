@@ -22,13 +22,18 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_warn
 from torch import Tensor
 
-from lit_ssl import checkpoints
 from lit_ssl.backbone import Backbone
+from lit_ssl.checkpoints import SafeCheckpointing
 from lit_ssl.data.batch import Batch, ViewSpec, as_batch
-from lit_ssl.data.datamodule import FactoryDataModule
 from lit_ssl.deprecation import renamed_argument
 from lit_ssl.distributed import world_size
-from lit_ssl.heads.base import HeadOutput, Reconstructions, SSLHead, describe_head
+from lit_ssl.heads.base import (
+    HeadOutput,
+    Reconstructions,
+    SSLHead,
+    describe_head,
+    head_from_description,
+)
 from lit_ssl.optim import LARS, decay_groups, warmup_cosine
 
 __all__ = ["SSLModule", "collapse_std"]
@@ -60,7 +65,7 @@ def _image_size_of(datamodule: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
-class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
+class SSLModule(SafeCheckpointing, L.LightningModule):
     """Self-supervised pretraining of a timm backbone with an interchangeable head.
 
     Args:
@@ -100,7 +105,7 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         super().__init__()
         image_size = renamed_argument("SSLModule", "img_size", img_size, "image_size", image_size)
         if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters (allow-list)
-            head = checkpoints.head_from_description(head)
+            head = head_from_description(head)
         if head is None:
             from lit_ssl.heads.joint_embedding import VICReg
 
@@ -302,13 +307,14 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
         from the datamodule's ``image_size`` here, before the optimizer and any checkpoint
         are loaded; the size is recorded in the ``head`` hyperparameters.
 
-        ``FactoryDataModule`` reads :attr:`view_spec` in its own ``setup``; other DataModules
-        with a ``configure_views`` method are still called, once more, with a warning.
+        A DataModule that reads :attr:`view_spec` in its own ``setup`` says so with
+        ``adopts_view_spec = True`` (``FactoryDataModule`` does); other DataModules with a
+        ``configure_views`` method are still called, once more, with a warning.
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         self.head.configure_image_size(_image_size_of(datamodule))
         self.hparams["head"] = describe_head(self.head)
-        if datamodule is None or isinstance(datamodule, FactoryDataModule):
+        if datamodule is None or getattr(datamodule, "adopts_view_spec", False):
             return
         if hasattr(datamodule, "configure_views"):
             rank_zero_deprecation(
@@ -342,6 +348,11 @@ class SSLModule(checkpoints.SafeCheckpointing, L.LightningModule):
     module_kind = "SSLModule"  # the checkpoint marker ``lit-ssl export`` routes by
 
     # ----------------------------------------------------------------- export
+    def export(self, folder: Path) -> Path:
+        """Write the run's deployable weights into ``folder`` (``ExportOnFitEnd`` calls it):
+        ``backbone.safetensors`` + ``.json``; returns the safetensors path."""
+        return self.export_backbone(Path(folder) / "backbone.safetensors")
+
     def export_backbone(self, path: str | Path) -> Path:
         """Write the backbone as safetensors + json that ``timm.create_model`` loads.
 

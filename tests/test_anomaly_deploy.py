@@ -18,6 +18,7 @@ from PIL import Image
 
 from lit_ssl.anomaly import AnomalyDetector
 from lit_ssl.anomaly.export import ANOMALY_ONNX
+from lit_ssl.callbacks import ExportOnFitEnd
 from lit_ssl.classify.export import read_metadata
 from lit_ssl.cli.tools import export_checkpoint
 from lit_ssl.data import FactoryDataModule, write_synthetic_dataset
@@ -39,7 +40,8 @@ def fitted(tmp_path_factory) -> tuple[Path, Path, AnomalyDetector, Path]:
     )  # fmt: skip
     torch.manual_seed(0)
     detector = AnomalyDetector("test_resnet", coreset_fraction=0.25, false_alarm_rate=0.05)
-    kwargs = trainer_kwargs(work, logger=CSVLogger(work / "runs", name="anomaly"))
+    logger = CSVLogger(work / "runs", name="anomaly")
+    kwargs = trainer_kwargs(work, logger=logger, callbacks=[ExportOnFitEnd()])
     trainer = L.Trainer(max_epochs=1, **kwargs)
     data = _data(root)
     trainer.fit(detector, data)
@@ -64,6 +66,8 @@ def test_onnx_export_holds_the_bank_and_matches_pytorch(fitted):
     work, _, detector, checkpoint = fitted
     path = export_checkpoint(checkpoint)  # what `lit-ssl export CKPT` runs
     assert path == work / ANOMALY_ONNX
+    at_fit_end = work / "runs" / "anomaly" / "version_0" / ANOMALY_ONNX  # ExportOnFitEnd's
+    assert read_metadata(at_fit_end) == read_metadata(path)
     metadata = read_metadata(path)
     assert metadata["threshold"] == pytest.approx(float(detector.threshold))
     assert metadata["image_size"] == [SIZE, SIZE] and metadata["in_chans"] == 3

@@ -7,12 +7,14 @@ tests show lit_ssl refuses it with a clear error and the marker never appears.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lit_ssl import SSLModule, checkpoints
+from lit_ssl import SSLModule, allow_list
 from lit_ssl.checkpoints import (
     UntrustedCheckpointError,
     load_checkpoint,
@@ -192,7 +194,7 @@ class MyHead(SimCLRDefined):
 
 
 def test_own_head_needs_trust_class(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoints, "_USER_TRUSTED", {})  # trust_class is process-wide
+    monkeypatch.setattr(allow_list, "_USER_TRUSTED", {})  # trust_class is process-wide
     module = SSLModule("test_resnet", MyHead(hidden_dim=16, out_dim=8))
     path = tmp_path / "own.ckpt"
     torch.save(_checkpoint(module), path)
@@ -200,3 +202,56 @@ def test_own_head_needs_trust_class(tmp_path, monkeypatch):
         SSLModule.load_from_checkpoint(path)
     trust_class(MyHead)
     assert isinstance(SSLModule.load_from_checkpoint(path).head, MyHead)
+
+
+# Every spelling a checkpoint of an earlier version may use, with the class it names.
+SPELLINGS = {
+    "lit_ssl.module.SSLModule": "SSLModule",
+    "lit_ssl.SSLModule": "SSLModule",
+    "lit_ssl.classify.classifier.DefectClassifier": "DefectClassifier",
+    "lit_ssl.DefectClassifier": "DefectClassifier",
+    "lit_ssl.classifier.DefectClassifier": "DefectClassifier",
+    "lit_ssl.anomaly.detector.AnomalyDetector": "AnomalyDetector",
+    "lit_ssl.AnomalyDetector": "AnomalyDetector",
+    "lit_ssl.anomaly.AnomalyDetector": "AnomalyDetector",
+    "lit_ssl.backbone.model.Backbone": "Backbone",
+    "lit_ssl.backbone.Backbone": "Backbone",
+    "lit_ssl.Backbone": "Backbone",
+    "lit_ssl.data.datamodule.FactoryDataModule": "FactoryDataModule",
+    "lit_ssl.data.FactoryDataModule": "FactoryDataModule",
+    "lit_ssl.heads.joint_embedding.VICReg": "VICReg",
+    "lit_ssl.heads.VICReg": "VICReg",
+    "lit_ssl.heads.Distillation": "Distillation",
+    "lit_ssl.heads.MAE": "MAE",
+}
+REFUSED = [
+    "lit_ssl.heads.SSLHead",  # the abstract base, not a head
+    "lit_ssl.heads.joint_embedding._TwoViewProjectionHead",
+    "lit_ssl.FactoryDataModule",  # no such public name
+    "lit_ssl.module.Backbone",  # imported there, not exported by a package on its path
+    "lit_ssl.os",
+    "os.system",
+]
+
+
+def test_classes_join_the_allow_list_by_registration_before_any_file_is_read():
+    """A fresh process importing only the lowest checkpoint module knows every class: the
+    package ``__init__`` runs first and imports them all (the allow-list imports none)."""
+    script = (
+        "from lit_ssl.allow_list import UntrustedCheckpointError, trusted_class\n"
+        f"for path, name in {SPELLINGS!r}.items():\n"
+        "    assert trusted_class(path).__name__ == name, path\n"
+        f"for path in {REFUSED!r}:\n"
+        "    try:\n"
+        "        trusted_class(path)\n"
+        "    except UntrustedCheckpointError:\n"
+        "        continue\n"
+        "    raise AssertionError(f'{path} was accepted')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_subclasses_defined_outside_lit_ssl_do_not_join_by_themselves():
+    with pytest.raises(UntrustedCheckpointError):
+        allow_list.trusted_class(f"{MyHead.__module__}.MyHead")

@@ -428,6 +428,13 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
 
         return to_onnx(self, path, image_size=image_size)
 
+    def export(self, folder: Path) -> Path:
+        """Write the run's deployable detector into ``folder`` (``ExportOnFitEnd`` calls it):
+        ``anomaly_detector.onnx``, the memory bank inside; returns its path."""
+        from lit_ssl.anomaly.export import ANOMALY_ONNX
+
+        return self.to_onnx(Path(folder) / ANOMALY_ONNX)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Size the bank buffer to the stored one before the state dict is loaded
         (``load_from_checkpoint`` is the safe one of ``lit_ssl.checkpoints``)."""

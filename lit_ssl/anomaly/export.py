@@ -18,27 +18,35 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from lit_ssl.anomaly.scoring import anomaly_maps
+from lit_ssl.backbone import Backbone
 from lit_ssl.onnx_export import export_graph, input_size
 
-if TYPE_CHECKING:
-    from lit_ssl.anomaly.detector import AnomalyDetector
+__all__ = ["ANOMALY_ONNX", "AnomalyScoringModel", "Detector", "to_onnx"]
 
-__all__ = ["ANOMALY_ONNX", "AnomalyScoringModel", "to_onnx"]
-
-ANOMALY_ONNX = "anomaly_detector.onnx"
+ANOMALY_ONNX = "anomaly_detector.onnx"  # the file name in a run folder
 OUTPUT_NAMES = ("anomaly_map", "anomaly_score")
+
+
+class Detector(Protocol):
+    """What the export reads of an ``AnomalyDetector`` (this module never imports it)."""
+
+    backbone: Backbone
+    memory_bank: Tensor
+    hparams: Any
+
+    def export_metadata(self) -> dict[str, Any]: ...
 
 
 class AnomalyScoringModel(nn.Module):
     """The detector's inference path as a plain module: images -> (anomaly_map, score)."""
 
-    def __init__(self, detector: AnomalyDetector) -> None:
+    def __init__(self, detector: Detector) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(detector.backbone).cpu().eval()
         self.register_buffer("memory_bank", detector.memory_bank.detach().float().cpu().clone())
@@ -52,7 +60,7 @@ class AnomalyScoringModel(nn.Module):
 
 
 def to_onnx(
-    detector: AnomalyDetector,
+    detector: Detector,
     path: str | Path,
     image_size: int | Sequence[int] | None = None,
     dynamo: bool = False,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lit_ssl import checkpoints
 from lit_ssl.backbone.model import Backbone, load_backbone_config
 from lit_ssl.backbone.weights import check_weights_path
+from lit_ssl.safe_load import check_finite, load_checkpoint
 
 __all__ = ["DEFAULT_BACKBONE", "resolve_backbone"]
 
@@ -28,7 +28,7 @@ def _backbone_from_ckpt(
     path: Path, name: str | None, in_chans: int | None, image_size: int | None
 ) -> Backbone:
     """Backbone from an SSLModule Lightning checkpoint (its ``backbone.`` keys)."""
-    ckpt = checkpoints.load_checkpoint(path)
+    ckpt = load_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
     stored_name = hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None
     name = _merge(name, stored_name, "backbone", path) or DEFAULT_BACKBONE
@@ -43,7 +43,7 @@ def _backbone_from_ckpt(
         raise ValueError(
             f"{path} has no 'backbone.*' weights; expected a checkpoint of lit_ssl.SSLModule."
         )
-    checkpoints.check_finite(
+    check_finite(
         state, str(path), "use an earlier checkpoint of that run (its checkpoints/epoch=*.ckpt)"
     )
     backbone = Backbone(name, in_chans=in_chans, image_size=image_size)

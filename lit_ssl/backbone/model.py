@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from lit_ssl.allow_list import register_checkpoint_class
 from lit_ssl.backbone.encoding import dense_features
 from lit_ssl.backbone.weights import load_into
 from lit_ssl.deprecation import renamed_argument
@@ -48,6 +49,7 @@ def load_backbone_config(weights: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+@register_checkpoint_class
 class Backbone(nn.Module):
     """Any timm architecture as an SSL backbone.
 

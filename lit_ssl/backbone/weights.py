@@ -24,7 +24,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 from torch import Tensor, nn
 
-from lit_ssl.checkpoints import CorruptCheckpointError, check_finite, load_weights_file
+from lit_ssl.safe_load import CorruptCheckpointError, check_finite, load_weights_file
 
 __all__ = ["check_weights_path", "fit_state_dict", "load_into", "read_state_dict"]
 

@@ -41,23 +41,17 @@ def run_dir(trainer: L.Trainer) -> Path:
 class ExportOnFitEnd(Callback):
     """Write deployable weights into the run folder when ``fit`` ends (rank 0 only).
 
-    SSL modules (with ``export_backbone``) write ``backbone.safetensors`` + ``.json``;
-    classifiers (with ``to_onnx``) write ``classifier.onnx``.
+    Calls the module's ``export(folder)`` when it has one: ``SSLModule`` writes
+    ``backbone.safetensors`` + ``.json``, ``DefectClassifier`` ``classifier.onnx``,
+    ``AnomalyDetector`` ``anomaly_detector.onnx``. Rank 0 only and without a collective (the
+    folder is :func:`run_dir`'s), so it cannot hang the other ranks.
     """
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        export = getattr(pl_module, "export", None)
+        if not trainer.is_global_zero or trainer.sanity_checking or not callable(export):
             return
-        from lit_ssl.classify.classifier import DefectClassifier
-
-        folder = run_dir(trainer)
-        if isinstance(pl_module, DefectClassifier):
-            path = pl_module.to_onnx(folder / "classifier.onnx")
-        elif hasattr(pl_module, "export_backbone"):
-            path = pl_module.export_backbone(folder / "backbone.safetensors")
-        else:
-            return
-        print(f"Exported {path}")
+        print(f"Exported {export(run_dir(trainer))}")
 
 
 class _AppendingWriter(ExperimentWriter):

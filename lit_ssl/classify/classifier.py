@@ -677,6 +677,13 @@ class DefectClassifier(checkpoints.SafeCheckpointing, L.LightningModule):
 
         return to_onnx(self, path, image_size=image_size, tile_map=tile_map)
 
+    def export(self, folder: Path) -> Path:
+        """Write the run's deployable model into ``folder`` (``ExportOnFitEnd`` calls it):
+        ``classifier.onnx``; returns its path."""
+        from lit_ssl.classify.export import CLASSIFIER_ONNX
+
+        return self.to_onnx(Path(folder) / CLASSIFIER_ONNX)
+
 
 def _build_backbone(
     backbone: str | Backbone | None,

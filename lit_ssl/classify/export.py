@@ -26,22 +26,32 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from lit_ssl.backbone import Backbone
 from lit_ssl.classify.scoring import defect_scores
 from lit_ssl.classify.tiles import image_logits, tile_frames, tile_grid, tile_score_map
 from lit_ssl.onnx_export import export_graph, input_size, read_metadata
 
-if TYPE_CHECKING:
-    from lit_ssl.classify.classifier import DefectClassifier
+__all__ = ["CLASSIFIER_ONNX", "Classifier", "ScoringModel", "read_metadata", "to_onnx"]
 
-__all__ = ["ScoringModel", "read_metadata", "to_onnx"]
-
+CLASSIFIER_ONNX = "classifier.onnx"  # the file name in a run folder
 OUTPUT_NAMES = ("defect_score", "probabilities")
 TILE_OUTPUT = "tile_scores"
+
+
+class Classifier(Protocol):
+    """What the export reads of a ``DefectClassifier`` (this module never imports it)."""
+
+    backbone: Backbone
+    head: nn.Module
+    good_index: int
+    hparams: Any
+
+    def export_metadata(self) -> dict[str, Any]: ...
 
 
 class ScoringModel(nn.Module):
@@ -51,7 +61,7 @@ class ScoringModel(nn.Module):
     tile scores.
     """
 
-    def __init__(self, classifier: DefectClassifier, tile_map: bool = False) -> None:
+    def __init__(self, classifier: Classifier, tile_map: bool = False) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(classifier.backbone).cpu().eval()
         self.head = copy.deepcopy(classifier.head).cpu().eval()
@@ -77,7 +87,7 @@ class ScoringModel(nn.Module):
 
 
 def to_onnx(
-    classifier: DefectClassifier,
+    classifier: Classifier,
     path: str | Path,
     image_size: int | Sequence[int] | None = None,
     dynamo: bool = True,

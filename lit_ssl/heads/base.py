@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
+from lit_ssl.allow_list import UntrustedCheckpointError, register_own_subclass, trusted_class
 from lit_ssl.backbone import Backbone
 
 __all__ = ["HeadOutput", "Reconstructions", "SSLHead", "describe_head", "head_from_description"]
@@ -62,7 +63,8 @@ class SSLHead(nn.Module):
             refuses smaller training batches.
 
     The constructor arguments are recorded (``init_args``) so a checkpoint or a YAML
-    recipe can rebuild the head without code.
+    recipe can rebuild the head without code; the heads lit_ssl defines join the checkpoint
+    allow-list as they are defined (``lit_ssl.allow_list``).
     """
 
     family: ClassVar[Family]
@@ -74,6 +76,7 @@ class SSLHead(nn.Module):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _recording_init(cls.__init__)
+        register_own_subclass(cls)
 
     def build(self, backbone: Backbone) -> None:
         """Create the modules that depend on the backbone (dimensions, teacher copies)."""
@@ -133,6 +136,15 @@ def head_from_description(description: dict[str, Any]) -> SSLHead:
     Classes are resolved only among lit_ssl's own heads (and those allowed with
     ``lit_ssl.checkpoints.trust_class``); nothing else named in the description is imported.
     """
-    from lit_ssl import checkpoints
-
-    return checkpoints.head_from_description(description)
+    cls = trusted_class(description.get("class_path"), "head description")
+    if not issubclass(cls, SSLHead):
+        raise UntrustedCheckpointError(
+            f"head description names {cls.__name__}, which is not an lit_ssl head (SSLHead)."
+        )
+    init_args = {
+        key: head_from_description(value)
+        if isinstance(value, dict) and "class_path" in value
+        else value
+        for key, value in (description.get("init_args") or {}).items()
+    }
+    return cls(**init_args)
