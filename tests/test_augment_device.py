@@ -21,10 +21,11 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 
 from lit_ssl.augment import policy
-from lit_ssl.augment.device import DevicePolicy, DeviceViews, device_capable
+from lit_ssl.augment.device import DevicePolicy, device_capable
 from lit_ssl.augment.policies import seed_policy
 from lit_ssl.data import FactoryDataModule
 from lit_ssl.data.batch import Batch, FrameBatch, ViewSpec, as_batch
+from lit_ssl.data.device_views import DeviceViews
 
 SIZE, N = 32, 600
 # two-sample Kolmogorov-Smirnov critical value at alpha = 0.001 for 600 vs 600 samples

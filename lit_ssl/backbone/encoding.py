@@ -12,15 +12,27 @@ blocks; that path (``vit_embed``, ``vit_encode``) calls the model's parts direct
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_ssl.masking import Fill, fill_masked, mask_to_pixels, patch_grid, upsample_mask
 
-if TYPE_CHECKING:
-    from lit_ssl.backbone.model import Backbone
+
+class Backbone(Protocol):
+    """What encoding reads of a ``lit_ssl.Backbone`` (this module sits below it: no import)."""
+
+    model: nn.Module
+    name: str
+    is_vit: bool
+    patch_size: int | None
+
+    def normalize(self, x: Tensor) -> Tensor: ...  # noqa: D102
+
+    def pool(self, features: Tensor) -> Tensor: ...  # noqa: D102
+
+    def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]: ...  # noqa: D102
 
 __all__ = [
     "VIT_PARTS",

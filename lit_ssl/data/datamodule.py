@@ -69,11 +69,12 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from lit_ssl.allow_list import register_checkpoint_class
-from lit_ssl.augment.device import DEVICE_PRESETS, DeviceViews, device_capable
+from lit_ssl.augment.device import DEVICE_PRESETS, device_capable
 from lit_ssl.augment.views import MultiView, multi_view
 from lit_ssl.data.batch import FrameBatch, ViewSpec, collate_batch
 from lit_ssl.data.crops import WindowSampler, check_crop_size
 from lit_ssl.data.dataset import FactoryDataset, ImageStore, worker_init_fn
+from lit_ssl.data.device_views import DeviceViews
 from lit_ssl.data.io import (
     IMAGE_EXTENSIONS,
     WalkReport,
