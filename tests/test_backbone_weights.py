@@ -75,6 +75,19 @@ def test_vit_position_embedding_is_resampled_to_the_grid(tmp_path):
     assert backbone(X).shape == (2, backbone.embed_dim)
 
 
+def test_a_dinov2_hub_release_loads_with_its_mask_token_and_swiglu_names(tmp_path):
+    """Meta's torch.hub DINOv2 files carry ``mask_token`` and name SwiGLU layers w12/w3:
+    timm's ViT checkpoint filter converts them; the features are the model's own."""
+    model = _imagenet_model("test_vit", img_size=32)
+    state = {k.replace("mlp.fc1", "mlp.w12").replace("mlp.fc2", "mlp.w3"): v
+             for k, v in model.state_dict().items()}  # fmt: skip
+    state["mask_token"] = torch.zeros(1, model.embed_dim)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(state, path)
+    backbone = Backbone("test_vit", image_size=32, weights=str(path))
+    _same_features(backbone, model, X)
+
+
 def test_a_key_that_does_not_fit_is_named(tmp_path):
     state = _imagenet_model().state_dict()
     state.pop("layer1.0.conv1.weight")

@@ -22,6 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter
 from torch import Tensor, nn
 
 from lit_ssl.safe_load import CorruptCheckpointError, check_finite, load_weights_file
@@ -125,6 +127,7 @@ def _fit(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, T
     state = _strip_prefix(dict(state), set(target))
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     notes: list[str] = []
+    state = _vit_release(model, state, set(target), notes)
     classifier = cfg.get("classifier")
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     heads = tuple(f"{c}." for c in classifiers)
@@ -139,6 +142,18 @@ def _fit(model: nn.Module, state: dict[str, Tensor], source: str) -> dict[str, T
     if notes:
         log.warning("Backbone weights %s: %s.", source, "; ".join(notes))
     return state
+
+
+def _vit_release(model: nn.Module, state: dict, expected: set[str], notes: list[str]) -> dict:
+    """A ViT's weights as their authors release them (DINOv2 hub files with ``mask_token``,
+    register tokens, SwiGLU ``w12``/``w3``; CLIP, EVA, ...) converted by timm's own ViT
+    checkpoint filter, when keys do not already fit."""
+    if not isinstance(model, VisionTransformer) or set(state) <= expected:
+        return state
+    converted = vit_checkpoint_filter(dict(state), model)
+    if set(converted) != set(state):
+        notes.append("converted a released ViT checkpoint with timm's checkpoint filter")
+    return converted
 
 
 def _adapt_stem(model, state, target, cfg, notes: list[str]) -> None:
