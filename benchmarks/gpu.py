@@ -15,11 +15,17 @@ frames (deflate + predictor, as ``loader_throughput.py`` writes them), two ``sur
 per sample, ``--workers`` workers, from disk and from the in-memory cache: images/s,
 against the fastest training rate above (the goal: the loader is faster).
 
-Writes a markdown page (``--output``, default docs/gpu.md) and prints it. Without CUDA it
+Real path (``benchmarks/real_path.py``): the objects ``lit-ssl fit --config recipes/vicreg.yaml``
+builds (``LitSSLCLI(run=False)``: the recipe's module, data module, trainer and callbacks, size
+overrides only) on 2048 x 2048 16-bit TIFF frames (cached and from disk) and on 1024 x 1024 RGB
+PNGs, with the augmentation in the CPU workers or on the device, against the bare VICReg step
+of the same backbone; with the run's ``perf/data_wait``. Goal: >= 0.85 for resnet50 at 224 px.
+
+Writes a markdown page (``--output``, default docs/gpu_run.md) and prints it. Without CUDA it
 prints one line and exits with status 2 (``--device cpu`` runs the same code on the CPU with
 tiny settings, to check the script itself: its numbers mean nothing).
 
-    python benchmarks/gpu.py                              # docs/gpu.md, about 4 minutes
+    python benchmarks/gpu.py                              # docs/gpu_run.md, about 6 minutes
     python benchmarks/gpu.py --output /tmp/gpu.md --heads VICReg MAE --no-compile
 """
 
@@ -285,6 +291,81 @@ def _forever(loader):
         yield from loader
 
 
+# ----------------------------------------------------------------------------- real path
+def real_rows(cfg: Settings, args: argparse.Namespace, scratch: Path) -> list[dict]:
+    """Every ``real_path.cases`` run, with the bare VICReg step of its backbone."""
+    import loader_throughput
+    import real_path
+
+    if not args.real_backbones:
+        return []
+    small = cfg.device.type == "cpu"  # the dry run: tiny frames, a few steps
+    folders = {
+        "tiff": loader_throughput.write_frames(scratch / "tiff", args.frames, min(args.frames, 8)),
+        "png": real_path.write_pngs(scratch / "png", args.pngs, 128 if small else 1024),
+    }
+    settings = {
+        "image_size": cfg.image_size, "batch_size": cfg.batch_size, "workers": args.workers,
+        "warmup": cfg.warmup, "steps": args.real_steps, "in_chans": cfg.in_chans,
+        "accelerator": "gpu" if cfg.device.type == "cuda" else "cpu",
+    }  # fmt: skip
+    bare = {b: _bare_vicreg(cfg, b) for b in args.real_backbones}
+    rows = []
+    for case in real_path.cases(args.real_backbones):
+        measured = real_path.real_rate(case, folders[case.data], settings, scratch / "runs")
+        row = {**vars(case), **measured, "bare_ips": bare[case.backbone]}
+        rows.append(row)
+        print(f"  real path {case}: {measured}", flush=True)
+    return rows
+
+
+def _bare_vicreg(cfg: Settings, backbone: str) -> float:
+    same = Settings(
+        cfg.device, backbone, cfg.vit_backbone, cfg.image_size, cfg.in_chans,
+        cfg.batch_size, cfg.warmup, cfg.steps,
+    )  # fmt: skip
+    return measure(same, head_step(same, "VICReg"), compiled=False)["ips"]
+
+
+def real_table(rows: list[dict]) -> str:
+    """The real-path markdown table."""
+    header = [
+        "backbone", "frames", "cache", "augment_on", "precision", "images/s",
+        "bare VICReg step images/s", "real / bare (goal >= 0.85)", "perf/data_wait",
+    ]  # fmt: skip
+    cells = []
+    for r in rows:
+        ratio = None if not r["ips"] else r["ips"] / r["bare_ips"]
+        frames = "2048² 16-bit TIFF" if r["data"] == "tiff" else "1024² RGB PNG"
+        cells.append(
+            [
+                r["backbone"], frames, "memory" if r["cache"] else "disk", r["augment_on"],
+                r["precision"], _cell(r["ips"], ".0f"), _cell(r["bare_ips"], ".0f"),
+                _cell(ratio, ".2f"), _cell(r["data_wait"], ".2f"),
+            ]
+        )  # fmt: skip
+    return common.markdown_table(header, ["---"] * 5 + ["---:"] * 4, cells)
+
+
+def real_section(rows: list[dict], cfg: Settings) -> str:
+    """The "Real path" section of the page (empty without rows)."""
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "",
+            "## Real path",
+            "",
+            "The objects `lit-ssl fit --config recipes/vicreg.yaml` builds (the recipe's "
+            f"module, data module, trainer and callbacks), {cfg.image_size} px windows, batch "
+            f"{cfg.batch_size}, against the bare VICReg step of the same backbone.",
+            "",
+            real_table(rows),
+            "",
+        ]
+    )
+
+
 # ----------------------------------------------------------------------------- report
 def _cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
@@ -368,7 +449,7 @@ def page(cfg: Settings, args: argparse.Namespace, argv, heads_: list, loader: li
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--output", type=Path, default=common.DOCS / "gpu.md")
+    p.add_argument("--output", type=Path, default=common.DOCS / "gpu_run.md")
     p.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS))
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--vit-backbone", default="vit_small_patch16_224")
@@ -385,6 +466,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=32, help="2048 x 2048 TIFF frames")
     p.add_argument("--loader-batches", type=int, default=8)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--real-backbones", nargs="*", default=["resnet50", "resnet18"])
+    p.add_argument("--real-steps", type=int, default=30, help="timed steps of each real run")
+    p.add_argument("--pngs", type=int, default=64, help="1024 x 1024 RGB PNG files")
     return p.parse_args(argv)
 
 
@@ -404,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = head_rows(cfg, args.heads, not args.no_compile, args.budget_s)
     with tempfile.TemporaryDirectory() as scratch:
         loader = loader_rows(cfg, args.workers, args.frames, args.loader_batches, Path(scratch))
-    text = page(cfg, args, argv, rows, loader)
+        real = real_rows(cfg, args, Path(scratch))
+    text = page(cfg, args, argv, rows, loader) + real_section(real, cfg)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)
