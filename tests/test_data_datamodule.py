@@ -102,8 +102,8 @@ def test_splits_are_deterministic(synthetic: Path) -> None:
     assert (first.splits != other.splits).any()
 
 
-def test_keep_layout_split_and_label_fraction(synthetic: Path) -> None:
-    kept = _module(synthetic, keep_layout_split=True)
+def test_layout_split_kept_and_label_fraction(synthetic: Path) -> None:
+    kept = _module(synthetic, resplit=False)
     train = kept.labels[kept.splits == "train"]
     assert set(train.tolist()) == {0} and kept.split_sizes["test"] == 8 + 5 * 6
     few = _module(synthetic, task="ssl", label_fraction=0.25)

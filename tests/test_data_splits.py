@@ -151,13 +151,11 @@ def test_csv_split_column_is_kept_unless_resplit(tmp_path: Path) -> None:
     assert (again.splits != dm.splits).any()
 
 
-def test_keep_layout_split_is_deprecated_but_still_keeps(tmp_path: Path) -> None:
+def test_synthetic_data_is_resplit_unless_asked_to_keep(tmp_path: Path) -> None:
     root = write_synthetic_dataset(
         tmp_path / "synthetic", image_size=SIZE, n_train=8, n_test_good=4, n_per_defect=2
     )
-    with pytest.warns(DeprecationWarning, match="resplit=True"):
-        kept = FactoryDataModule(root=str(root), keep_layout_split=True)
-    assert kept.resplit is False
+    kept = FactoryDataModule(root=str(root), resplit=False)
     kept.setup("fit")
     assert set(kept.labels[kept.splits == "train"].tolist()) == {0}
     # data the package made is re-split by default, so the finetune recipe trains on defects

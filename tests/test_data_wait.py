@@ -27,6 +27,7 @@ def _steps(callback: DataWait, clock: list[float], gpu: bool, monkeypatch) -> _M
     monkeypatch.setattr(data_wait, "_on_gpu", lambda trainer: gpu)
     trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={"num_workers": 2}))
     module = _Module()
+    callback.setup(trainer, module, "fit")
     callback.on_train_epoch_start(trainer, module)
     for _ in range((len(clock) - 1) // 2):
         callback.on_train_batch_start(trainer, module, None, 0)

@@ -29,14 +29,10 @@ from lit_ssl.augment.policies import letterbox
 from lit_ssl.augment.views import MultiView
 from lit_ssl.data.batch import Batch, FrameBatch
 from lit_ssl.data.crops import WindowSampler, cut, defect_points
-from lit_ssl.data.io import (
-    BadImageError,
-    convert_channels,
-    declared_depth,
-    decode,
-    to_float,
-    warn_once,
-)
+from lit_ssl.data.decoding import decode
+from lit_ssl.data.integrity import BadImageError
+from lit_ssl.data.once import warn_once
+from lit_ssl.data.pixels import convert_channels, declared_depth, to_float
 
 __all__ = ["FactoryDataset", "ImageStore", "worker_init_fn"]
 

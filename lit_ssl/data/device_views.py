@@ -1,6 +1,16 @@
 """The device path's views: a batch of native-dtype frames made into augmented views on its
 device, by the batched presets of :mod:`lit_ssl.augment.device` (the data module's
-``on_after_batch_transfer`` calls it)."""
+``on_after_batch_transfer`` calls it).
+
+With ``augment_on="device"`` the workers of the augmented stages (ssl train/val, classify
+train) only decode, cut and letterbox windows in their native dtype
+(:class:`~lit_ssl.data.batch.FrameBatch`: uint8/uint16 stay integers, with the scaling that
+``ImageStore.finish`` would apply), and :class:`DeviceViews` runs the presets batched on the
+device, every sample with its own parameters. ``"auto"`` does that when the trainer's
+accelerator is CUDA and every policy has a device version (``surface``, ``object``,
+``minimal``), else the albumentations policies run in the workers as on the CPU. Evaluation
+batches (classify val, test, predict, anomaly) are always made in the workers (resize only).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +22,7 @@ from torch import Tensor
 from lit_ssl.augment.device import DevicePolicy
 from lit_ssl.data.batch import Batch, FrameBatch
 
-__all__ = ["DeviceViews"]
+__all__ = ["DeviceViews", "policy_names"]
 
 
 class DeviceViews:
@@ -95,3 +105,14 @@ class DeviceViews:
                     out_masks[view] = part[j * batch : (j + 1) * batch]
         masks_out = None if masks is None else torch.cat(out_masks)
         return torch.cat(outputs), masks_out
+
+
+def policy_names(policy: str | Sequence[str], count: int) -> list[str]:
+    """One policy name per view: a single name repeated ``count`` times, else the names given.
+
+    Args:
+        policy: The data module's ``policy`` (one name, or one per view).
+        count: Views per sample.
+    """
+    names = [policy] if isinstance(policy, str) else list(policy)
+    return names * count if len(names) == 1 else names

@@ -26,7 +26,7 @@ Auto-detected ``class_folders`` and ``unlabeled`` trees leave out mask folders (
 ``layout="unlabeled"`` lists every image.
 
 A root that is a file other than a ``.csv`` manifest is an error ("root is a file; give the
-folder"). Symlink loops are skipped and reported (see :class:`~lit_ssl.data.io.WalkReport`).
+folder"). Symlink loops are skipped and reported (see :class:`~lit_ssl.data.walk.WalkReport`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lit_ssl.data.io import IMAGE_EXTENSIONS, WalkReport, is_hidden, list_images
+from lit_ssl.data.walk import IMAGE_EXTENSIONS, WalkReport, is_hidden, list_images
 
 __all__ = ["GOOD_NAMES", "LAYOUTS", "MASK_FOLDERS", "Sample", "detect_layout", "find_samples"]
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lit_ssl.data.io import BadImageError, Decoded, declared_depth, decode, infer_bit_depth
+from lit_ssl.data.decoding import Decoded, decode
+from lit_ssl.data.integrity import BadImageError
+from lit_ssl.data.pixels import declared_depth, infer_bit_depth
 
 __all__ = [
     "CACHE_RAM_FRACTION",

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from lit_ssl.data.layouts import GOOD_NAMES, Sample
 
 __all__ = [
+    "Labelling",
     "assign_splits",
     "class_names_of",
     "encode_labels",
     "good_index",
     "hide_labels",
+    "label_samples",
+    "merge_defect_types",
     "train_classes_message",
 ]
 
@@ -183,3 +187,86 @@ def hide_labels(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: 
         group = rng.permutation(indices[labels[indices] == label])
         out[group[max(1, math.ceil(fraction * len(group))) :]] = -1
     return out
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """Every sample's class, defect type and split.
+
+    Attributes:
+        class_names: Names of the label indices (``[good, "defect"]`` after a binary merge).
+        type_names: Class names before a binary merge (the defect types).
+        labels: Integer labels (-1 unknown).
+        types: Integer defect types (indices into ``type_names``, -1 unknown).
+        splits: ``"train"``/``"val"``/``"test"``, one per sample.
+        train_labels: ``labels`` with the labels hidden by ``label_fraction`` set to -1.
+    """
+
+    class_names: list[str]
+    type_names: list[str]
+    labels: np.ndarray
+    types: np.ndarray
+    splits: np.ndarray
+    train_labels: np.ndarray
+
+
+def label_samples(
+    samples: list[Sample],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    resplit: bool,
+    label_fraction: float = 1.0,
+    binary: bool = False,
+) -> Labelling:
+    """Name the classes, encode the labels, split the samples and hide training labels.
+
+    Args:
+        samples: The dataset's samples.
+        val_fraction: Fraction of each class for validation.
+        test_fraction: Fraction of each labeled class for test.
+        seed: Seed of the split and of the hidden labels.
+        resplit: Drop the layout's own splits and split the whole dataset.
+        label_fraction: Fraction of the training labels kept per class.
+        binary: Merge every defect type into one ``"defect"`` class.
+
+    Returns:
+        The labelling; ``types`` and ``type_names`` keep the defect types whole.
+
+    Raises:
+        ValueError: ``binary=True`` without a class named good/ok/normal.
+    """
+    class_names = class_names_of(samples)
+    labels = encode_labels(samples, class_names)
+    splits = assign_splits(samples, labels, val_fraction, test_fraction, seed, resplit)
+    train = np.flatnonzero(splits == "train")
+    train_labels = hide_labels(labels, train, label_fraction, seed)
+    whole = Labelling(class_names, list(class_names), labels, labels.copy(), splits, train_labels)
+    return merge_defect_types(whole) if binary and class_names else whole
+
+
+def merge_defect_types(labelling: Labelling) -> Labelling:
+    """The same labelling with every defect class merged into one ``"defect"`` (labels: 0 good,
+    1 defect, -1 unknown); the defect types are kept in ``types``.
+
+    Raises:
+        ValueError: No class is named good/ok/normal.
+    """
+    names = labelling.class_names
+    good = good_index(names)
+    if good is None:
+        raise ValueError(
+            f"binary=True needs a defect-free class named good/ok/normal; classes are {names}"
+        )
+    labels, train_labels = (
+        np.where(labels < 0, labels, (labels != good).astype(labels.dtype))
+        for labels in (labelling.labels, labelling.train_labels)
+    )
+    return Labelling(
+        [names[good], "defect"],
+        labelling.type_names,
+        labels,
+        labelling.types,
+        labelling.splits,
+        train_labels,
+    )
