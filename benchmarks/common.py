@@ -240,10 +240,10 @@ def seed(value: int) -> None:
     L.seed_everything(value, verbose=False)
 
 
-def seeded_backbone(name: str, seed_value: int, in_chans: int = 3, img_size: int | None = None):
+def seeded_backbone(name: str, seed_value: int, in_chans: int = 3, image_size: int | None = None):
     """A freshly initialised timm backbone, the same for every implementation of a seed."""
     seed(seed_value)
-    return Backbone(name, in_chans, img_size=img_size)
+    return Backbone(name, in_chans, image_size=image_size)
 
 
 def cpu_trainer(callbacks: Sequence[L.Callback] = (), **options) -> L.Trainer:

@@ -289,7 +289,7 @@ def train_backbone(
 ) -> tuple[Backbone, dict[str, float]]:
     """Train (or not) the method's backbone; returns it and a few end-of-training metrics."""
     common.seed(cfg.seed)
-    backbone = Backbone(method.backbone, in_chans=3, img_size=IMAGE_SIZE)
+    backbone = Backbone(method.backbone, in_chans=3, image_size=IMAGE_SIZE)
     if method.kind == "random":
         return backbone, {}
     if method.kind == "supervised":
@@ -827,7 +827,7 @@ def long_run(
     """One long-budget run: final probe AUROC, probes at ``LONG["probe_at"]``, timings."""
     t0 = time.perf_counter()
     common.seed(cfg.seed)
-    backbone = Backbone(method.backbone, in_chans=3, img_size=IMAGE_SIZE)
+    backbone = Backbone(method.backbone, in_chans=3, image_size=IMAGE_SIZE)
     probes: dict[str, float] = {}
     metrics: dict[str, float] = {}
     if method.kind != "random":

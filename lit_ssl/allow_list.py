@@ -10,8 +10,8 @@ and that one imports every class above).
 
 A class is accepted under its defining path (``lit_ssl.heads.joint_embedding.VICReg``), under
 each lit_ssl package on that path that exports it (``lit_ssl.heads.VICReg``,
-``lit_ssl.DefectClassifier``, ``lit_ssl.anomaly.AnomalyDetector``) and under the paths of
-earlier versions (``_MOVED``). Your own classes join with ``trust_class``.
+``lit_ssl.DefectClassifier``, ``lit_ssl.anomaly.AnomalyDetector``). Your own classes join
+with ``trust_class``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,6 @@ C = TypeVar("C", bound=type)
 
 _REGISTERED: dict[str, type] = {}  # defining path -> lit_ssl class
 _USER_TRUSTED: dict[str, type] = {}  # spelling -> class, from trust_class
-# Class paths of earlier versions -> where the class lives now.
-_MOVED = {
-    "lit_ssl.classifier.DefectClassifier": "lit_ssl.classify.classifier.DefectClassifier",
-    "lit_ssl.backbone.Backbone": "lit_ssl.backbone.model.Backbone",
-}
 
 
 class UntrustedCheckpointError(ValueError):
@@ -91,7 +86,6 @@ def _accepted(class_path: Any) -> type | None:
         return None
     if class_path in _USER_TRUSTED:
         return _USER_TRUSTED[class_path]
-    class_path = _MOVED.get(class_path, class_path)
     return _REGISTERED.get(class_path) or _exported(class_path)
 
 

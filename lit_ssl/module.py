@@ -19,13 +19,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_deprecation, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_ssl.backbone import Backbone
 from lit_ssl.checkpoints import SafeCheckpointing
 from lit_ssl.data.batch import Batch, ViewSpec, as_batch
-from lit_ssl.deprecation import renamed_argument
+from lit_ssl.data_info import DataInfo, data_info
 from lit_ssl.distributed import world_size
 from lit_ssl.heads.base import (
     HeadOutput,
@@ -35,6 +35,7 @@ from lit_ssl.heads.base import (
     head_from_description,
 )
 from lit_ssl.optim import LARS, decay_groups, warmup_cosine
+from lit_ssl.step_output import StepOutput
 
 __all__ = ["SSLModule", "collapse_std"]
 
@@ -55,16 +56,6 @@ def _host_scalar(value: float | Tensor) -> Tensor:
     return value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
 
-def _image_size_of(datamodule: Any) -> int | None:
-    """The side of the images a datamodule yields: its ``image_size`` hyperparameter or
-    attribute (``FactoryDataModule``'s), else ``None``."""
-    if datamodule is None:
-        return None
-    size = getattr(datamodule, "hparams", {}).get("image_size")
-    size = size if size is not None else getattr(datamodule, "image_size", None)
-    return size if isinstance(size, int) else None
-
-
 class SSLModule(SafeCheckpointing, L.LightningModule):
     """Self-supervised pretraining of a timm backbone with an interchangeable head.
 
@@ -83,7 +74,6 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
         warmup_fraction: fraction of the optimizer steps spent in linear warmup.
         final_lr_ratio: learning rate at the end of the cosine decay, relative to ``lr``.
         channels_last: run CNN backbones in channels-last memory format (faster on GPUs).
-        img_size: deprecated spelling of ``image_size``.
     """
 
     def __init__(
@@ -100,10 +90,8 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
         final_lr_ratio: float = 0.01,
         channels_last: bool = False,
         pretrained: bool = False,
-        img_size: int | None = None,
     ) -> None:
         super().__init__()
-        image_size = renamed_argument("SSLModule", "img_size", img_size, "image_size", image_size)
         if isinstance(head, dict):  # rebuilt from a checkpoint's hyperparameters (allow-list)
             head = head_from_description(head)
         if head is None:
@@ -122,7 +110,7 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
             backbone = Backbone(
                 backbone, in_chans, image_size=image_size, weights=weights, pretrained=pretrained
             )
-        self.save_hyperparameters(ignore=["backbone", "head", "img_size", "image_size"])
+        self.save_hyperparameters(ignore=["backbone", "head", "image_size"])
         self.hparams.update(
             backbone=backbone.name,
             in_chans=backbone.in_chans,
@@ -142,6 +130,7 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
         if channels_last and not backbone.is_vit:
             self.backbone.to(memory_format=torch.channels_last)
         self._ema_step = -1
+        self.data_info = DataInfo()  # what the data says about itself, read in setup
 
     # ----------------------------------------------------------------- forward / steps
     def forward(self, x: Tensor) -> Tensor:
@@ -176,7 +165,11 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
             )
         return self._prepare(views + ([batch.clean] if clean else []))
 
-    def training_step(self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+    def training_step(
+        self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int
+    ) -> dict[str, Any]:
+        """The SSL loss of one batch: ``{"loss": ..., "step": StepOutput}`` (callbacks read
+        the record with :func:`lit_ssl.step_output.step_output`)."""
         batch = self.to_batch(batch)
         labels = batch.labels
         if self._too_small(labels):
@@ -187,17 +180,20 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
             )
         output = self.head(self.backbone, self._head_views(batch))
         self._log_output("train", output, batch_size=labels.shape[0])
-        return {"loss": output.loss, "head_output": output, "labels": labels}
+        return StepOutput(output.loss, output, labels).as_outputs()
 
-    def validation_step(self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int) -> dict:
+    def validation_step(
+        self, batch: Batch | tuple[list[Tensor], Tensor], batch_idx: int
+    ) -> dict[str, Any]:
+        """Like :meth:`training_step`; a batch too small for the loss gives ``loss=None``."""
         batch = self.to_batch(batch)
         labels, views = batch.labels, self._head_views(batch)
         if self._too_small(labels):  # e.g. a last batch of one image: no loss, probes still run
             self._say_small_batch_skipped(labels.shape[0])
-            return {"loss": None, "head_output": None, "labels": labels}
+            return StepOutput(None, None, labels).as_outputs()
         output = self.head(self.backbone, views)
         self._log_output("val", output, batch_size=labels.shape[0])
-        return {"loss": output.loss, "head_output": output, "labels": labels}
+        return StepOutput(output.loss, output, labels).as_outputs()
 
     def _too_small(self, labels: Tensor) -> bool:
         """Whether the global batch is below the head's ``min_batch_size`` (shapes only).
@@ -301,28 +297,17 @@ class SSLModule(SafeCheckpointing, L.LightningModule):
         return max(1, int(total))
 
     def setup(self, stage: str) -> None:
-        """Size the head for the data; tell a DataModule of your own the views (deprecated).
+        """Read what the data says about itself (:attr:`data_info`) and size the head for it.
 
         Heads whose modules depend on the input side (``DenoisingAutoencoder``) are sized
-        from the datamodule's ``image_size`` here, before the optimizer and any checkpoint
-        are loaded; the size is recorded in the ``head`` hyperparameters.
-
-        A DataModule that reads :attr:`view_spec` in its own ``setup`` says so with
-        ``adopts_view_spec = True`` (``FactoryDataModule`` does); other DataModules with a
-        ``configure_views`` method are still called, once more, with a warning.
+        from the data's ``image_size`` here, before the optimizer and any checkpoint are
+        loaded; the size is recorded in the ``head`` hyperparameters. A DataModule of your
+        own that decides the views reads :attr:`view_spec` in its ``setup`` (as
+        ``FactoryDataModule`` does).
         """
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        self.head.configure_image_size(_image_size_of(datamodule))
+        self.data_info = data_info(self._trainer)
+        self.head.configure_image_size(self.data_info.image_size)
         self.hparams["head"] = describe_head(self.head)
-        if datamodule is None or getattr(datamodule, "adopts_view_spec", False):
-            return
-        if hasattr(datamodule, "configure_views"):
-            rank_zero_deprecation(
-                f"SSLModule calling {type(datamodule).__name__}.configure_views() is deprecated "
-                "and will be removed: read trainer.lightning_module.view_spec in the "
-                "DataModule's setup() instead (as FactoryDataModule does)."
-            )
-            datamodule.configure_views(*self.view_spec)
 
     def configure_optimizers(self):
         no_decay = set(getattr(self.backbone.model, "no_weight_decay", lambda: set())())

@@ -25,7 +25,7 @@ def _images(in_chans: int, size: int = 32, batch: int = 2) -> torch.Tensor:
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("name", NAMES)
 def test_pooled_and_dense_features(name, in_chans):
-    backbone = Backbone(name, in_chans=in_chans, img_size=32).eval()
+    backbone = Backbone(name, in_chans=in_chans, image_size=32).eval()
     x = _images(in_chans)
     pooled = backbone(x)
     assert pooled.shape == (2, backbone.embed_dim)
@@ -43,7 +43,7 @@ def test_pooled_and_dense_features(name, in_chans):
 
 
 def test_vit_dense_tokens_are_patch_tokens_on_grid():
-    backbone = Backbone("test_vit", img_size=64).eval()
+    backbone = Backbone("test_vit", image_size=64).eval()
     x = _images(3, size=64)
     tokens = backbone.features(x)  # (B, prefix + h*w, D)
     _, dense = backbone.forward_dense(x)
@@ -68,7 +68,7 @@ def _dense_before_forward_intermediates(backbone: Backbone, x: torch.Tensor):
 @pytest.mark.parametrize("name", ["test_resnet", "test_vit", "test_convnext", "test_efficientnet"])
 def test_dense_features_through_forward_intermediates_match_the_old_ones(name, in_chans):
     torch.manual_seed(0)
-    backbone = Backbone(name, in_chans=in_chans, img_size=32).eval()
+    backbone = Backbone(name, in_chans=in_chans, image_size=32).eval()
     x = _images(in_chans, batch=3)
     with torch.no_grad():
         pooled, dense = backbone.forward_dense(x)
@@ -79,7 +79,7 @@ def test_dense_features_through_forward_intermediates_match_the_old_ones(name, i
 
 
 def test_vit_dense_grid_of_non_square_images():
-    backbone = Backbone("test_vit", in_chans=1, img_size=32).eval()  # dynamic_img_size
+    backbone = Backbone("test_vit", in_chans=1, image_size=32).eval()  # dynamic_img_size
     x = torch.rand(2, 1, 32, 64)
     with torch.no_grad():
         _, dense = backbone.forward_dense(x)
@@ -91,7 +91,7 @@ def test_vit_dense_grid_of_non_square_images():
 @pytest.mark.parametrize("name", ["test_vit", "test_resnet"])
 def test_masked_encoding_on_non_square_images(name: str) -> None:
     torch.manual_seed(0)
-    backbone = Backbone(name, in_chans=1, img_size=32).eval()
+    backbone = Backbone(name, in_chans=1, image_size=32).eval()
     images = torch.rand(2, 1, 32, 64)
     stride = dense_stride(backbone)
     assert stride == (16 if name == "test_vit" else 32)
@@ -107,7 +107,7 @@ def test_masked_encoding_on_non_square_images(name: str) -> None:
 
 def test_masked_vit_path_without_mask_equals_dense_features():
     """The custom ViT path (vit_embed + vit_encode) is the model's own forward, token for token."""
-    backbone = Backbone("test_vit", in_chans=1, img_size=32).eval()
+    backbone = Backbone("test_vit", in_chans=1, image_size=32).eval()
     images = torch.rand(2, 1, 32, 32)
     nothing = torch.zeros(2, 2, 2, dtype=torch.bool)
     token = torch.zeros(1, 1, backbone.embed_dim)
@@ -148,7 +148,7 @@ def test_bad_in_chans():
 
 @pytest.mark.parametrize(("name", "in_chans"), [("test_resnet", 1), ("test_vit", 3)])
 def test_weights_round_trip(tmp_path, name, in_chans):
-    backbone = Backbone(name, in_chans=in_chans, img_size=32).eval()
+    backbone = Backbone(name, in_chans=in_chans, image_size=32).eval()
     path = backbone.export(tmp_path / "bb")  # suffix added
     assert path.suffix == ".safetensors" and path.is_file()
     config = load_backbone_config(path)
@@ -161,7 +161,7 @@ def test_weights_round_trip(tmp_path, name, in_chans):
     x = _images(in_chans)
     expected = backbone(x)
     torch.manual_seed(1)  # different random init: the weights must come from the file
-    loaded = Backbone(name, in_chans=in_chans, img_size=32, weights=str(path)).eval()
+    loaded = Backbone(name, in_chans=in_chans, image_size=32, weights=str(path)).eval()
     torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
     rebuilt = Backbone.from_export(path).eval()
     torch.testing.assert_close(rebuilt(x), expected, rtol=0, atol=0)
@@ -169,7 +169,7 @@ def test_weights_round_trip(tmp_path, name, in_chans):
     # A torch state dict (optionally under "state_dict") loads too.
     pt = tmp_path / "bb.pt"
     torch.save({"state_dict": backbone.model.state_dict()}, pt)
-    from_pt = Backbone(name, in_chans=in_chans, img_size=32, weights=str(pt)).eval()
+    from_pt = Backbone(name, in_chans=in_chans, image_size=32, weights=str(pt)).eval()
     torch.testing.assert_close(from_pt(x), expected, rtol=0, atol=0)
 
 
@@ -184,7 +184,7 @@ def test_weights_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "in_chans", "img_size"),
+    ("name", "in_chans", "image_size"),
     [
         ("test_resnet", 3, None),
         ("test_resnet", 1, None),
@@ -193,16 +193,16 @@ def test_weights_errors(tmp_path):
         ("test_vit", 1, 32),
     ],
 )
-def test_export_loads_in_plain_timm(tmp_path, name, in_chans, img_size):
+def test_export_loads_in_plain_timm(tmp_path, name, in_chans, image_size):
     torch.manual_seed(3)
-    backbone = Backbone(name, in_chans=in_chans, img_size=img_size).eval()
+    backbone = Backbone(name, in_chans=in_chans, image_size=image_size).eval()
     with torch.no_grad():  # move BN statistics away from the defaults
         for buffer_name, buffer in backbone.model.named_buffers():
             if buffer_name.endswith("running_mean"):
                 buffer.normal_()
     path = backbone.export(tmp_path / f"{name}.safetensors")
 
-    extra = {} if img_size is None else {"img_size": img_size}
+    extra = {} if image_size is None else {"img_size": image_size}
     model = timm.create_model(
         name,
         pretrained=True,
@@ -211,7 +211,7 @@ def test_export_loads_in_plain_timm(tmp_path, name, in_chans, img_size):
         in_chans=in_chans,
         **extra,
     ).eval()
-    size = img_size or backbone.model.pretrained_cfg["input_size"][-1]
+    size = image_size or backbone.model.pretrained_cfg["input_size"][-1]
     x = _images(in_chans, size=size)
     config = load_backbone_config(path)
     mean = torch.tensor(config["mean"]).reshape(1, -1, 1, 1)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 def build(name: str, head: SSLHead, chans: int) -> Backbone:
     torch.manual_seed(0)
-    backbone = Backbone(name, in_chans=chans, img_size=SIZE)
+    backbone = Backbone(name, in_chans=chans, image_size=SIZE)
     head.check_backbone(backbone)
     head.build(backbone)
     return backbone
@@ -126,14 +126,15 @@ class Views(Dataset):
 
 
 class ViewsDataModule(L.LightningDataModule):
-    """Told the views by ``SSLModule.setup`` via ``configure_views``, like FactoryDataModule."""
+    """Reads the model's ``view_spec`` in its own ``setup``, like FactoryDataModule."""
 
     def __init__(self, chans: int = 1) -> None:
         super().__init__()
         self.chans, self.num_views, self.clean_view = chans, 2, False
 
-    def configure_views(self, num_views: int, clean_view: bool) -> None:
-        self.num_views, self.clean_view = num_views, clean_view
+    def setup(self, stage: str) -> None:
+        spec = self.trainer.lightning_module.view_spec
+        self.num_views, self.clean_view = spec.num_views, spec.clean
 
     def train_dataloader(self) -> DataLoader:
         dataset = Views(self.chans, self.num_views, self.clean_view)
@@ -244,7 +245,7 @@ ALL_HEADS: list[tuple[str, Callable[[], SSLHead]]] = [
 def test_same_datamodule_feeds_every_head(name: str, make_head: Callable[[], SSLHead]) -> None:
     torch.manual_seed(0)
     head = make_head()
-    module = SSLModule(name, head=head, in_chans=1, img_size=SIZE)
+    module = SSLModule(name, head=head, in_chans=1, image_size=SIZE)
     trainer = fit(module)
     assert trainer.global_step == 2
     loss = trainer.callback_metrics["train/loss"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread
 
 def build(name: str, head: SSLHead, chans: int, size: int = SIZE) -> Backbone:
     torch.manual_seed(0)
-    backbone = Backbone(name, in_chans=chans, img_size=size)
+    backbone = Backbone(name, in_chans=chans, image_size=size)
     head.check_backbone(backbone)
     head.build(backbone)
     return backbone
@@ -152,7 +152,7 @@ def test_masked_pixel_loss_ignores_visible_pixels() -> None:
 
 def test_masked_reconstruction_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="multiple of the ViT patch size"):
-        SSLModule("test_vit", head=MaskedReconstruction(mask_patch_size=8), img_size=32)
+        SSLModule("test_vit", head=MaskedReconstruction(mask_patch_size=8), image_size=32)
     model = MaskedReconstruction(mask_patch_size=8)
     backbone = build("test_resnet", model, 1)
     with pytest.raises(ValueError, match="not a multiple"):
@@ -192,7 +192,7 @@ def test_convnext_backbone(make_head: Callable[[], SSLHead]) -> None:
 
 @pytest.mark.parametrize("head", ["mae", "simmim"])
 def test_non_square_images_on_dynamic_size_vit(head: str) -> None:
-    model = HEADS[head]("test_vit")  # timm's test_vit has dynamic_img_size=True
+    model = HEADS[head]("test_vit")  # timm's test_vit has dynamic_image_size=True
     backbone = build("test_vit", model, 1)
     output = model(backbone, [torch.rand(2, 1, 32, 64)], return_reconstructions=True)
     output.loss.backward()

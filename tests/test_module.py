@@ -60,8 +60,8 @@ def fixed_batch(in_chans: int, n: int = 8) -> list[torch.Tensor]:
 
 
 def make_module(head: str = "vicreg", backbone: str = "test_resnet", in_chans: int = 3, **kw):
-    img_size = SIZE if backbone == "test_vit" else None
-    return SSLModule(backbone, HEADS[head](), in_chans=in_chans, img_size=img_size, **kw)
+    image_size = SIZE if backbone == "test_vit" else None
+    return SSLModule(backbone, HEADS[head](), in_chans=in_chans, image_size=image_size, **kw)
 
 
 def first_conv(backbone) -> torch.nn.Parameter:

@@ -53,7 +53,7 @@ def _trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
 
 
 def test_reconstruction_grid_saves_png_for_reconstruction_heads(tmp_path, single_thread):
-    module = SSLModule("test_resnet", MaskedReconstruction(mask_patch_size=8), img_size=32)
+    module = SSLModule("test_resnet", MaskedReconstruction(mask_patch_size=8), image_size=32)
     _trainer(tmp_path, [ReconstructionGrid(num_images=4)]).fit(module, _loader())
     grids = list((tmp_path / "figures").glob("reconstructions_epoch*.png"))
     assert len(grids) == 1 and grids[0].stat().st_size > 1000

@@ -90,7 +90,7 @@ def test_features_fall_back_to_first_view():
     module = _ssl().eval()
     probe = OnlineProbe(num_classes=2)
     views = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)]
-    features = probe._features(module, {"head_output": None}, (views, torch.zeros(4)))
+    features = probe._features(module, {"loss": None}, (views, torch.zeros(4)))
     with torch.no_grad():
         torch.testing.assert_close(features, module.backbone(views[0]))
     assert not features.requires_grad

@@ -34,6 +34,7 @@ class Backbone(Protocol):
 
     def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]: ...  # noqa: D102
 
+
 __all__ = [
     "VIT_PARTS",
     "check_mask_patch",

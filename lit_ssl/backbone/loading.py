@@ -33,8 +33,8 @@ def _backbone_from_ckpt(
     stored_name = hparams.get("backbone") if isinstance(hparams.get("backbone"), str) else None
     name = _merge(name, stored_name, "backbone", path) or DEFAULT_BACKBONE
     in_chans = _merge(in_chans, hparams.get("in_chans"), "in_chans", path) or 3
-    if image_size is None:  # "img_size": checkpoints written before the rename
-        image_size = hparams.get("image_size", hparams.get("img_size"))
+    if image_size is None:
+        image_size = hparams.get("image_size")
     prefix = "backbone."
     state = {
         k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)

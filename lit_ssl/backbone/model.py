@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import timm
@@ -14,7 +13,6 @@ from torch import Tensor, nn
 from lit_ssl.allow_list import register_checkpoint_class
 from lit_ssl.backbone.encoding import dense_features
 from lit_ssl.backbone.weights import load_into
-from lit_ssl.deprecation import renamed_argument
 
 __all__ = ["Backbone", "load_backbone_config"]
 
@@ -76,7 +74,6 @@ class Backbone(nn.Module):
             dropped; 3-channel stems fitted to ``in_chans``); see ``lit_ssl.backbone.weights``.
         pretrained: start from timm's own pretrained weights (downloaded from the hub;
             a clear error offline: then download once elsewhere and pass ``weights=``).
-        img_size: deprecated spelling of ``image_size``.
     """
 
     def __init__(
@@ -86,10 +83,8 @@ class Backbone(nn.Module):
         image_size: int | None = None,
         weights: str | None = None,
         pretrained: bool = False,
-        img_size: int | None = None,
     ) -> None:
         super().__init__()
-        image_size = renamed_argument("Backbone", "img_size", img_size, "image_size", image_size)
         if not timm.is_model(name.split(".")[0]):
             raise ValueError(
                 f"Unknown timm architecture {name!r}. Pick one from timm.list_models(), "
@@ -148,14 +143,6 @@ class Backbone(nn.Module):
         token grids may be non-square (models with ``dynamic_img_size``).
         """
         return dense_features(self, x)
-
-    @property
-    def img_size(self) -> int | None:
-        """Deprecated spelling of ``image_size``."""
-        warnings.warn(
-            "Backbone.img_size is deprecated; use Backbone.image_size.", DeprecationWarning, 2
-        )
-        return self.image_size
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, embed_dim)`` of float images in [0, 1]."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import lightning as L
 
+from lit_ssl.data_info import data_info
+
 __all__ = ["DataWait"]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class DataWait(L.Callback):
         self._wait = 0.0
         self._shares: list[float] = []
         self._warned = False
+        self._workers: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._workers = data_info(trainer).num_workers
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end = time.perf_counter()  # the first batch's fetch counts from here
@@ -75,8 +81,7 @@ class DataWait(L.Callback):
         self._shares.clear()
         if mean > self.warn_above:
             self._warned = True
-            workers = getattr(getattr(trainer, "datamodule", None), "hparams", {})
-            workers = workers.get("num_workers", "?") if hasattr(workers, "get") else "?"
+            workers = "?" if self._workers is None else self._workers
             log.warning(
                 "the GPU waits for data %.0f%% of each step (perf/data_wait): raise "
                 "--data.num_workers (now %s), use --data.augment_on device, cache_images or "

@@ -14,7 +14,9 @@ from torch import Tensor
 
 from lit_ssl.callbacks.run_folder import run_dir
 from lit_ssl.data.batch import Batch, as_batch
+from lit_ssl.data_info import data_info
 from lit_ssl.figures import save_embedding_plot, save_image_grid
+from lit_ssl.step_output import step_output
 
 __all__ = [
     "CollapseMonitor",
@@ -81,7 +83,8 @@ class EmbeddingPlot(Callback):
     """At the end of pretraining, plot a 2-D PCA of pooled embeddings coloured by class.
 
     Embeds up to ``max_samples`` images of the validation loader (first view), labels from
-    the batches (``-1`` = unlabeled); class names from ``datamodule.class_names`` if any.
+    the batches (``-1`` = unlabeled); class names from the data's ``class_names`` if any
+    (:func:`lit_ssl.data_info.data_info`).
     Saved to ``<run folder>/figures/embeddings_pca.png``.
     """
 
@@ -97,9 +100,7 @@ class EmbeddingPlot(Callback):
         features, labels = self._embed(loader, pl_module)
         if features is None:
             return
-        class_names = (
-            getattr(trainer.datamodule, "class_names", None) if trainer.datamodule else None
-        )
+        class_names = list(data_info(trainer).class_names) or None
         path = save_embedding_plot(
             features, labels, class_names, run_dir(trainer) / "figures" / "embeddings_pca.png"
         )
@@ -166,7 +167,8 @@ class CollapseMonitor(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        output = outputs.get("head_output") if isinstance(outputs, dict) else None
+        step = step_output(outputs)
+        output = step.head_output if step is not None else None
         if output is None or output.embeddings is None or self._count >= self.max_samples:
             return
         self._kept.append(output.embeddings.detach())

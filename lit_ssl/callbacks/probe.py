@@ -2,7 +2,7 @@
 
 Reads the batch contract of ``SSLModule``: :class:`lit_ssl.data.Batch` records (or plain
 ``(views, labels)`` tuples, through :func:`lit_ssl.data.as_batch`) with ``labels == -1`` where
-unknown, and step outputs ``{"loss", "head_output", "labels"}``.
+unknown, and step outputs carrying a :class:`lit_ssl.step_output.StepOutput`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from lit_ssl.data.batch import as_batch
-from lit_ssl.deprecation import renamed_argument
+from lit_ssl.data_info import DataInfo, data_info
+from lit_ssl.step_output import step_output
 
 __all__ = ["OnlineProbe", "knn_predict"]
 
@@ -83,17 +84,17 @@ class OnlineProbe(L.Callback):
     but 11% kNN. Compare reconstruction heads by the linear probe or by fine-tuning.
 
     Args:
-        num_classes: number of classes; ``None``: ``len(trainer.datamodule.class_names)``,
-            and when the data has no labels (or one class) the probe says so once and stays
-            off (``active`` is ``False``).
+        num_classes: number of classes; ``None``: as many as the data's ``class_names``
+            (:func:`lit_ssl.data_info.data_info`), and when the data has no labels (or one
+            class) the probe says so once and stays off (``active`` is ``False``).
         every_n_epochs: log probe metrics and run the kNN evaluation every n epochs.
         knn_k: kNN neighbours.
         knn_temperature: kNN vote temperature.
         lr: probe learning rate.
         weight_decay: probe weight decay.
-        good_index: label of the good class (defect score = ``1 - p(good_index)``); default 0.
+        good_index: label of the good class (defect score = ``1 - p(good_index)``);
+            ``None``: the data's ``good_index``, else 0.
         seed: seed of the probe's initialisation (global RNG state is left untouched).
-        good_label: deprecated spelling of ``good_index``.
     """
 
     def __init__(
@@ -106,12 +107,8 @@ class OnlineProbe(L.Callback):
         weight_decay: float = 0.0,
         good_index: int | None = None,
         seed: int = 0,
-        good_label: int | None = None,
     ) -> None:
         super().__init__()
-        owner = "OnlineProbe"
-        good_index = renamed_argument(owner, "good_label", good_label, "good_index", good_index)
-        good_index = good_index or 0
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         if num_classes is not None and num_classes < 2:
@@ -122,7 +119,8 @@ class OnlineProbe(L.Callback):
         self.knn_temperature = knn_temperature
         self.lr = lr
         self.weight_decay = weight_decay
-        self.good_index = good_index
+        self.good_index = good_index or 0
+        self._good_index_given = good_index is not None
         self.seed = seed
         self.probe: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -136,11 +134,14 @@ class OnlineProbe(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.probe is not None or not self.active:
             return
-        num_classes = self.num_classes or _num_classes_from(trainer)
+        info = data_info(trainer)
+        num_classes = self.num_classes or (info.num_classes if info.num_classes >= 2 else None)
         if num_classes is None:
-            self._switch_off(trainer)
+            self._switch_off(info)
             return
         self.num_classes = num_classes
+        if not self._good_index_given and info.good_index is not None:
+            self.good_index = info.good_index
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.probe = nn.Linear(pl_module.backbone.embed_dim, num_classes)
@@ -157,14 +158,11 @@ class OnlineProbe(L.Callback):
         if self._pending_state is not None:
             self._load(self._pending_state)
 
-    def _switch_off(self, trainer: L.Trainer) -> None:
+    def _switch_off(self, info: DataInfo) -> None:
         """No labels (or one class): nothing to probe; say so once and do nothing after."""
         self.active = False
-        names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
-        if names is None:
-            why = "no num_classes and no trainer.datamodule.class_names"
-        else:
-            why = f"the data has {len(names)} labelled classes, so there is nothing to probe"
+        n = info.num_classes
+        why = f"the data has {n} labelled class{'es' * (n != 1)}, so there is nothing to probe"
         kept = " (its saved state is not used)" if self._pending_state else ""
         rank_zero_info(
             f"OnlineProbe: {why}; the probe is off for this run{kept}. Give labels (class "
@@ -225,8 +223,8 @@ class OnlineProbe(L.Callback):
 
     # ------------------------------------------------------------------ features
     def _features(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> Tensor:
-        head_output = outputs.get("head_output") if isinstance(outputs, dict) else None
-        features = getattr(head_output, "features", None)
+        step = step_output(outputs)
+        features = step.head_output.features if step and step.head_output else None
         if features is None:
             with torch.no_grad():
                 features = pl_module.backbone(as_batch(batch).views[0])
@@ -234,9 +232,8 @@ class OnlineProbe(L.Callback):
 
     @staticmethod
     def _labels(outputs: Any, batch: Any) -> Tensor:
-        if isinstance(outputs, dict) and outputs.get("labels") is not None:
-            return outputs["labels"]
-        return as_batch(batch).labels
+        step = step_output(outputs)
+        return step.labels if step is not None else as_batch(batch).labels
 
     def _defect_target(self, labels: Tensor) -> Tensor:
         """1 defect, 0 good, -1 unknown (ignored by the AUROC)."""
@@ -344,13 +341,6 @@ class OnlineProbe(L.Callback):
         self.metrics[f"{split}_acc"].reset()
         self.metrics[f"{split}_auroc"].reset()
         self._counts.pop(split, None)
-
-
-def _num_classes_from(trainer: L.Trainer) -> int | None:
-    """``len(datamodule.class_names)``; ``None`` when the data has fewer than 2 classes."""
-    datamodule = getattr(trainer, "datamodule", None)
-    names = getattr(datamodule, "class_names", None)
-    return len(names) if names is not None and len(names) >= 2 else None
 
 
 def _gather(pl_module: L.LightningModule, tensor: Tensor) -> Tensor:
