@@ -11,9 +11,10 @@ silently. The check reads host-side shapes only; the buffer itself is read once 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["check_input_size", "forget_size_on_load", "recorded_size"]
+__all__ = ["FitSizeModel", "check_input_size", "forget_size_on_load", "recorded_size"]
 
 
 def recorded_size(buffer: Tensor) -> tuple[int, int]:
@@ -61,3 +62,33 @@ def check_input_size(images: Tensor, fit_size: tuple[int, int] | None, what: str
 def forget_size_on_load(module: nn.Module, incompatible_keys: object) -> None:
     """``load_state_dict`` post-hook: the cached fit size is re-read from the loaded buffer."""
     module._seen_size = None
+
+
+class FitSizeModel(nn.Module):
+    """Base of a torch model that remembers the ``(H, W)`` it was fit at.
+
+    Holds the ``input_size`` buffer (saved in the checkpoint) and its host-side copy, so that
+    recording and checking read shapes only (no device sync); the copy is re-read once after
+    ``load_state_dict``.
+    """
+
+    what = "model"  # the model's name in the error message
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))
+        self._seen_size: tuple[int, int] | None = None  # host copy (None: not read yet)
+        self.register_load_state_dict_post_hook(forget_size_on_load)
+
+    def record_size(self, images: Tensor) -> None:
+        """Record ``images``' ``(H, W)`` as the fit size (a buffer write only when it changes)."""
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        if size != self._seen_size:
+            self._seen_size = size
+            self.input_size.copy_(torch.tensor(size))
+
+    def check_size(self, images: Tensor) -> None:
+        """Refuse ``images`` of another size than the recorded one (see ``check_input_size``)."""
+        if self._seen_size is None:
+            self._seen_size = recorded_size(self.input_size)
+        check_input_size(images, self._seen_size, self.what)

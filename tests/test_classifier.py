@@ -20,7 +20,7 @@ from _defect_data import (
     trainer_kwargs,
 )
 
-import lit_ssl.classify.classifier as classifier_module
+import lit_ssl.classify.thresholds as thresholds_module
 from lit_ssl import SSLModule
 from lit_ssl.callbacks import DefectFinetuning
 from lit_ssl.classify.classifier import DefectClassifier, balanced_class_weights, focal_loss
@@ -172,13 +172,13 @@ def test_balanced_weights_improve_defect_recall_on_imbalanced_data(tmp_path):
 
 def test_threshold_is_chosen_on_validation_never_on_test(tmp_path, monkeypatch):
     stages = []
-    real = classifier_module.select_threshold
+    real = thresholds_module.select_threshold
 
     def spy(scores, targets, *args, **kwargs):
         stages.append((trainer.state.stage.value, scores.numel()))
         return real(scores, targets, *args, **kwargs)
 
-    monkeypatch.setattr(classifier_module, "select_threshold", spy)
+    monkeypatch.setattr(thresholds_module, "select_threshold", spy)
     clf = DefectClassifier("test_resnet", class_names=BINARY, threshold_mode="f1")
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, **trainer_kwargs(tmp_path))
     val = ClassifyDataset(48, [0.5, 0.5], seed=2, binary=True)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from lit_ssl import Backbone, SSLModule
 from lit_ssl.classify.classifier import DefectClassifier
 
 
@@ -35,18 +34,3 @@ def test_classes_none_with_more_data_classes_fails():
     classifier = DefectClassifier("test_resnet")
     with pytest.raises(ValueError, match="differ from the classifier's"):
         _setup(classifier, ["good", "crack", "scratch"])
-
-
-def test_old_spellings_still_work_once_more_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="use class_names"):
-        classifier = DefectClassifier("test_resnet", classes=["good", "dent"])
-    assert classifier.class_names == ["good", "dent"]
-    assert "classes" not in classifier.hparams
-    with pytest.warns(DeprecationWarning, match="use image_size"):
-        vit = Backbone("test_vit", img_size=32)
-    assert vit.image_size == 32
-    with pytest.warns(DeprecationWarning, match="use image_size"):
-        module = SSLModule("test_vit", img_size=32)
-    assert module.hparams.image_size == 32 and "img_size" not in module.hparams
-    with pytest.raises(ValueError, match="give image_size only"):
-        Backbone("test_vit", img_size=32, image_size=64)

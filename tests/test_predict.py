@@ -59,7 +59,7 @@ def test_predict_writes_predictions_csv_in_the_run_folder(finetuned, capsys):
     threshold = float(state["threshold"])
     for row in rows:
         score = float(row["defect_score"])
-        assert row["decision"] == ("defect" if score >= threshold else "good")
+        assert row["decision"] == ("defect" if score > threshold else "good")
         assert float(row["p_good"]) + float(row["p_defect"]) == pytest.approx(1.0, abs=1e-5)
         assert score == pytest.approx(1.0 - float(row["p_good"]), abs=1e-6)
 

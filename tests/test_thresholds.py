@@ -5,15 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_ssl.classify.thresholds import best_f1_threshold, recall_threshold, select_threshold
+from lit_ssl.classify.thresholds import (
+    best_f1_threshold,
+    just_below,
+    recall_threshold,
+    select_threshold,
+)
+from lit_ssl.decision import is_defect
 
 
 def _recall(scores, targets, threshold):
-    return float(((scores >= threshold) & targets).sum() / targets.sum())
+    return float((is_defect(scores, threshold) & targets).sum() / targets.sum())
 
 
 def _f1(scores, targets, threshold):
-    pred = scores >= threshold
+    pred = is_defect(scores, threshold)
     tp = float((pred & targets).sum())
     return 2 * tp / (float(pred.sum()) + float(targets.sum()))
 
@@ -49,10 +55,10 @@ def test_best_f1_matches_brute_force_and_prefers_higher_threshold():
     targets = torch.rand(300, generator=gen) < 0.3
     scores = (torch.rand(300, generator=gen) + 0.6 * targets).round(decimals=2)  # ties
     threshold = best_f1_threshold(scores, targets)
-    candidates = scores.unique()
-    best = max(_f1(scores, targets, float(c)) for c in candidates)
+    candidates = [just_below(float(c)) for c in scores.unique()]  # flag the scores >= c
+    best = max(_f1(scores, targets, c) for c in candidates)
     assert _f1(scores, targets, threshold) == pytest.approx(best)
-    assert threshold == max(float(c) for c in candidates if _f1(scores, targets, c) == best)
+    assert threshold == max(c for c in candidates if _f1(scores, targets, c) == best)
 
 
 def test_best_f1_perfect_separation():
@@ -78,3 +84,18 @@ def test_select_threshold_dispatch_and_errors():
         recall_threshold(torch.tensor([float("nan"), 0.1, 0.2]), targets)
     with pytest.raises(ValueError, match="targets"):
         best_f1_threshold(scores, targets[:2])
+
+
+def test_a_score_equal_to_the_threshold_is_not_flagged():
+    """The one decision rule: strictly above the threshold."""
+    assert is_defect(torch.tensor([0.3, 0.5, 0.7]), 0.5).tolist() == [False, False, True]
+
+
+def test_chosen_thresholds_flag_the_defect_they_must_catch():
+    scores = torch.tensor([0.1, 0.35, 0.6, 0.9])
+    targets = torch.tensor([0, 1, 1, 1]).bool()
+    recall = recall_threshold(scores, targets, 1.0)  # must catch the 0.35 defect
+    assert recall < 0.35 and is_defect(scores, recall).tolist() == [False, True, True, True]
+    f1 = best_f1_threshold(scores, targets)
+    assert is_defect(scores, f1).tolist() == [False, True, True, True]
+    assert just_below(0.35) == float(torch.tensor(0.35).nextafter(torch.tensor(0.0)))

@@ -35,18 +35,14 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, Bin
 from lit_ssl import checkpoints
 from lit_ssl.anomaly.aupro import AUPRO
 from lit_ssl.anomaly.memory_bank import StopRequested, greedy_coreset
-from lit_ssl.anomaly.scoring import (
-    anomaly_maps,
-    check_layers,
-    check_neighbourhood,
-    patch_features,
-)
+from lit_ssl.anomaly.model import DetectorModel
+from lit_ssl.anomaly.scoring import check_layers, check_neighbourhood
 from lit_ssl.backbone import Backbone
 from lit_ssl.backbone.loading import resolve_backbone
 from lit_ssl.data.batch import as_batch
 from lit_ssl.distributed import gather_rows
-from lit_ssl.input_size import check_input_size, forget_size_on_load, recorded_size
 from lit_ssl.per_type import PerTypeEvidence, data_type_names, log_per_type, name_types
+from lit_ssl.torch_model import AroundTorchModel, flatten_child_keys
 
 __all__ = ["AnomalyDetector", "false_alarm_threshold"]
 
@@ -54,7 +50,11 @@ FIGURE_IMAGES = 6  # worst and best test images shown in the figures
 
 
 def false_alarm_threshold(good_scores: Tensor, rate: float) -> Tensor:
-    """The lowest threshold that flags at most ``rate`` of these good images (score > it).
+    """The lowest threshold that flags at most ``rate`` of these good images.
+
+    Under the decision rule ``score > threshold`` (:mod:`lit_ssl.decision`): the threshold
+    is the ``(floor(rate * n) + 1)``-th highest good score, so only the good images scoring
+    strictly higher, at most ``floor(rate * n)`` of them, are flagged.
 
     Example:
         >>> false_alarm_threshold(torch.arange(100.0), 0.05)
@@ -84,7 +84,7 @@ def _keep_top(kept: tuple[Tensor, ...], new: tuple[Tensor, ...], k: int) -> tupl
     return tuple(m[order] for m in merged)
 
 
-class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
+class AnomalyDetector(AroundTorchModel, checkpoints.SafeCheckpointing, L.LightningModule):
     """Anomaly maps and scores from a memory bank of good patch features.
 
     Args:
@@ -137,13 +137,9 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         in_chans = backbone.in_chans  # the logged hparams must agree with the datamodule's
         self.save_hyperparameters(ignore=["backbone", "image_size"])
         self.hparams.update(backbone=backbone.name, in_chans=backbone.in_chans, weights=None)
-        self.backbone = backbone.eval().requires_grad_(False)
+        self.model = DetectorModel(backbone, layers, neighbourhood)
+        flatten_child_keys(self)  # checkpoints keep backbone.*, memory_bank, threshold, ...
         self.automatic_optimization = False
-        self.register_buffer("memory_bank", torch.zeros(0))
-        self.register_buffer("threshold", torch.tensor(float("inf")))
-        self.register_buffer("input_size", torch.zeros(2, dtype=torch.long))  # (H, W) of fit
-        self._seen_size: tuple[int, int] | None = None  # host copy of input_size (None: unread)
-        self.register_load_state_dict_post_hook(forget_size_on_load)
         self._good: list[Tensor] = []
         self._val: list[tuple[Tensor, Tensor]] = []
         self.image_auroc = BinaryAUROC()
@@ -154,20 +150,25 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         self.test_types = PerTypeEvidence()  # named at test start, from the data
         self._shown: dict[str, tuple[Tensor, ...]] = {}
 
-    # ------------------------------------------------------------------ features
+    # ------------------------------------------------------------------ the torch model's parts
+    @property
+    def memory_bank(self) -> Tensor:
+        """The bank of good patch features ``(N, C)`` (empty before fit)."""
+        return self.model.memory_bank
+
+    @memory_bank.setter
+    def memory_bank(self, bank: Tensor) -> None:
+        self.model.memory_bank = bank
+
     def patch_features(self, images: Tensor) -> Tensor:
         """Locally aggregated patch features ``(B, C, h, w)`` of the chosen stages."""
-        hp = self.hparams
-        return patch_features(self.backbone, images, hp.layers, hp.neighbourhood)
+        return self.model.patch_features(images)
 
     def add_good(self, images: Tensor) -> None:
         """Add good images' patch features to the (not yet subsampled) bank."""
-        size = (int(images.shape[-2]), int(images.shape[-1]))
-        if size != self._seen_size:  # host-side shapes only: no device sync
-            self._seen_size = size
-            self.input_size.copy_(torch.tensor(size))
+        self.model.record_size(images)  # host-side shapes only: no device sync
         with torch.no_grad():
-            features = self.patch_features(images)
+            features = self.model.patch_features(images)
         self._good.append(features.permute(0, 2, 3, 1).flatten(0, 2))
 
     def build_bank(self, should_stop: Callable[[], bool] | None = None) -> None:
@@ -210,26 +211,11 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         Raises:
             ValueError: the images are not of the size the bank was built from.
         """
-        self._check_input_size(images)
-        hp = self.hparams
+        self.model.check_size(images)
         try:
-            return anomaly_maps(
-                self.backbone,
-                self.memory_bank,
-                images,
-                hp.layers,
-                hp.neighbourhood,
-                should_stop=self._sigterm_received,
-            )
+            return self.model.maps(images, should_stop=self._sigterm_received)
         except StopRequested:
             raise SIGTERMException() from None
-
-    def _check_input_size(self, images: Tensor) -> None:
-        """Refuse images of another size than fit's (host-side shapes; the buffer is read
-        once after a load)."""
-        if self._seen_size is None:
-            self._seen_size = recorded_size(self.input_size)
-        check_input_size(images, self._seen_size, "detector")
 
     def _require_bank(self) -> None:
         if self.memory_bank.numel() == 0:
@@ -303,7 +289,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         for metric in (self.image_auroc, self.image_ap, self.image_roc):
             metric.update(scores[known], targets)
         types = batch.types if batch.types is not None else batch.labels
-        self.test_types.update(scores, scores > self.threshold, types)
+        self.test_types.update(scores, self.model.is_defect(scores), types)
         if batch.masks is not None:
             known_pixels = batch.masks >= 0  # -1: a defect image without its mask file
             target = (batch.masks[known_pixels] > 0.5).long()
@@ -360,7 +346,7 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
         batch = as_batch(batch)
         images = batch.views[0]
         anomaly_map, scores = self(images)
-        flagged = (scores > self.threshold).tolist()
+        flagged = self.model.is_defect(scores).tolist()
         values = scores.tolist()
         if not all(math.isfinite(v) for v in values):  # host values: no extra sync
             raise ValueError(_NOT_FINITE.format(what="images to predict"))
@@ -398,29 +384,10 @@ class AnomalyDetector(checkpoints.SafeCheckpointing, L.LightningModule):
 
     # ------------------------------------------------------------------ export
     def export_metadata(self) -> dict[str, Any]:
-        """What a deployment needs besides the graph: threshold, input format, bank."""
-        size = [int(v) for v in self.input_size.tolist()]
-        threshold = float(self.threshold)
-        if math.isnan(threshold):
-            raise ValueError(
-                "the detector's threshold is NaN (from broken backbone weights): it would pass "
-                "every image.\nFit it again from finite --model.weights before exporting it."
-            )
-        return {
-            "kind": "AnomalyDetector",
-            "threshold": threshold if threshold != float("inf") else None,
-            "threshold_source": "validation" if threshold != float("inf") else "none",
-            "false_alarm_rate": float(self.hparams.false_alarm_rate),
-            "image_size": size if any(size) else None,
-            "in_chans": self.backbone.in_chans,
-            "backbone": self.backbone.name,
-            "layers": [int(v) for v in self.hparams.layers],
-            "neighbourhood": int(self.hparams.neighbourhood),
-            "memory_bank_shape": list(self.memory_bank.shape),
-            "input_range": [0.0, 1.0],
-            "outputs": ["anomaly_map", "anomaly_score"],
-            "decision": "defect if anomaly_score > threshold",
-        }
+        """What a deployment needs besides the graph (``anomaly.export.detector_metadata``)."""
+        from lit_ssl.anomaly.export import detector_metadata
+
+        return detector_metadata(self)
 
     def to_onnx(self, path: str | Path, image_size: int | Sequence[int] | None = None) -> Path:
         """Export to ONNX with the memory bank inside (see ``lit_ssl.anomaly.export``)."""

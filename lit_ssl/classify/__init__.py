@@ -1,9 +1,13 @@
-"""Defect classification and deployment: the classifier, its thresholds and metrics,
-predictions files and ONNX export.
+"""Defect classification and deployment: the torch model, the classifier around it, its
+thresholds and metrics, predictions files and ONNX export.
 
-``classifier.py`` (``DefectClassifier``), ``scoring.py`` (defect scores from logits),
+``model.py`` (``ClassifierModel``: backbone, head, tiles, scores, decision: the one inference
+path), ``classifier.py`` (``DefectClassifier``, the LightningModule), ``head.py``,
+``tiles.py``, ``scoring.py`` (defect scores from logits), ``loss.py`` (the training loss),
+``class_weights.py`` (training label counts), ``options.py`` (constructor checks),
 ``thresholds.py`` (validation-chosen decision thresholds), ``metrics.py`` (epoch metrics and
-their figures), ``predictions.py`` (``predictions.csv`` writer), ``export.py`` (ONNX).
+their figures), ``rows.py`` and ``predictions.py`` (``predictions.csv``), ``heatmaps.py``,
+``export.py`` (ONNX).
 """
 
 from lit_ssl.classify.classifier import DefectClassifier

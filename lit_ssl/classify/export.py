@@ -9,7 +9,11 @@ default since PyTorch 2.9 and the legacy TorchScript exporter is deprecated; bot
 with PyTorch to ~1e-7 on our backbones, the legacy one is only faster to run (~2 s vs
 ~10 s on 2 CPU cores). ``dynamo=False`` remains available as an escape hatch.
 
-Outputs: ``defect_score`` ``(B,)`` = ``1 - p(good)`` and ``probabilities`` ``(B, C)``.
+The graph is a trace of the classifier's torch model (``lit_ssl.classify.model.
+ClassifierModel``, a CPU float32 copy of it): the very code that scores validation, test and
+predict batches. Outputs: ``defect_score`` ``(B,)`` = ``1 - p(good)`` and ``probabilities``
+``(B, C)``; the metadata's ``decision`` is ``"defect if defect_score > threshold"``
+(:mod:`lit_ssl.decision`).
 
 Tiled classifiers (``tile_size``): the graph takes whole frames of the recorded size and
 tiles inside (the same ``lit_ssl.classify.tiles`` ops: zero-padding to cover, then a reshape or
@@ -29,14 +33,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_ssl.backbone import Backbone
-from lit_ssl.classify.scoring import defect_scores
-from lit_ssl.classify.tiles import image_logits, tile_frames, tile_grid, tile_score_map
+from lit_ssl.classify.model import ClassifierModel
+from lit_ssl.decision import decision_text
 from lit_ssl.onnx_export import export_graph, input_size, read_metadata
 
-__all__ = ["CLASSIFIER_ONNX", "Classifier", "ScoringModel", "read_metadata", "to_onnx"]
+__all__ = ["CLASSIFIER_ONNX", "Classifier", "classifier_metadata", "read_metadata", "to_onnx"]
 
 CLASSIFIER_ONNX = "classifier.onnx"  # the file name in a run folder
 OUTPUT_NAMES = ("defect_score", "probabilities")
@@ -46,44 +49,46 @@ TILE_OUTPUT = "tile_scores"
 class Classifier(Protocol):
     """What the export reads of a ``DefectClassifier`` (this module never imports it)."""
 
-    backbone: Backbone
-    head: nn.Module
-    good_index: int
+    model: ClassifierModel
+    class_names: list[str]
+    threshold_from_validation: Tensor
     hparams: Any
 
     def export_metadata(self) -> dict[str, Any]: ...
 
 
-class ScoringModel(nn.Module):
-    """The classifier's inference path as a plain module: images -> (defect_score, probs).
+def classifier_metadata(classifier: Classifier) -> dict[str, Any]:
+    """What a deployment needs besides the graph: threshold, classes, input format."""
+    model, hp = classifier.model, classifier.hparams
+    size = [int(v) for v in model.input_size.tolist()]
+    return {
+        "threshold": float(model.threshold),
+        "threshold_source": "validation"
+        if bool(classifier.threshold_from_validation)
+        else "default",
+        "threshold_mode": hp.threshold_mode,
+        "target_recall": float(hp.target_recall),
+        "class_names": list(classifier.class_names),
+        "good_class": hp.good_class,
+        "good_index": model.good_index,
+        "image_size": size if any(size) else None,
+        "in_chans": model.backbone.in_chans,
+        "backbone": model.backbone.name,
+        "input_range": [0.0, 1.0],
+        "decision": decision_text(OUTPUT_NAMES[0]),
+        "tile_size": model.tile_size,
+        "tile_stride": model.tile_stride,
+    }
 
-    Tiled classifiers tile inside; ``tile_map=True`` also returns the ``(B, rows, cols)``
-    tile scores.
-    """
 
-    def __init__(self, classifier: Classifier, tile_map: bool = False) -> None:
-        super().__init__()
-        self.backbone = copy.deepcopy(classifier.backbone).cpu().eval()
-        self.head = copy.deepcopy(classifier.head).cpu().eval()
-        self.good_index = classifier.good_index
-        self.tile_size = classifier.hparams.get("tile_size")
-        self.tile_stride = classifier.hparams.get("tile_stride")
-        if tile_map and self.tile_size is None:
-            raise ValueError("tile_map=True needs a tiled classifier (tile_size=N).")
-        self.tile_map = tile_map
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        if self.tile_size is None:
-            return defect_scores(self.head(self.backbone(images)), self.good_index)
-        tiles = tile_frames(images, self.tile_size, self.tile_stride)
-        batch, count = tiles.shape[:2]
-        logits = self.head(self.backbone(tiles.flatten(0, 1))).reshape(batch, count, -1)
-        best, scores = image_logits(logits, self.good_index)
-        outputs = defect_scores(best, self.good_index)
-        if not self.tile_map:
-            return outputs
-        rows, cols = tile_grid(*images.shape[-2:], self.tile_size, self.tile_stride)
-        return (*outputs, tile_score_map(scores, rows, cols))
+def export_copy(model: ClassifierModel, tile_map: bool = False) -> ClassifierModel:
+    """A CPU float32 eval copy of the torch model to trace (the original is left as it is);
+    ``tile_map``: its forward also returns the tile scores."""
+    if tile_map and not model.tiled:
+        raise ValueError("tile_map=True needs a tiled classifier (tile_size=N).")
+    exported = copy.deepcopy(model).cpu().float().eval()
+    exported.tile_map = tile_map
+    return exported
 
 
 def to_onnx(
@@ -94,10 +99,11 @@ def to_onnx(
     opset_version: int | None = None,
     tile_map: bool = False,
 ) -> Path:
-    """Export ``classifier`` to ONNX with a dynamic batch axis and deployment metadata.
+    """Export ``classifier``'s torch model to ONNX with a dynamic batch axis and metadata.
 
     Args:
-        classifier: a ``DefectClassifier`` (left unchanged; a CPU copy is exported).
+        classifier: a ``DefectClassifier`` (left unchanged; a CPU copy of its torch model
+            ``classifier.model`` is traced).
         path: output ``.onnx`` file.
         image_size: input ``H`` (square) or ``(H, W)``; default: the size seen in training,
             else the backbone's ``image_size``.
@@ -109,10 +115,11 @@ def to_onnx(
         The written path.
     """
     metadata = classifier.export_metadata()
-    recorded = metadata["image_size"] or classifier.backbone.image_size
+    backbone = classifier.model.backbone
+    recorded = metadata["image_size"] or backbone.image_size
     height, width = input_size(image_size, recorded, "classifier")
-    model = ScoringModel(classifier, tile_map=tile_map).eval()
-    example = torch.rand(2, classifier.backbone.in_chans, height, width)
+    model = export_copy(classifier.model, tile_map)
+    example = torch.rand(2, backbone.in_chans, height, width)
     outputs = [*OUTPUT_NAMES, TILE_OUTPUT] if tile_map else list(OUTPUT_NAMES)
     metadata["image_size"] = [height, width]
     return export_graph(model, example, path, outputs, metadata, dynamo, opset_version)

@@ -12,8 +12,11 @@ torchmetrics collection:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import (
     BinaryAUROC,
@@ -27,7 +30,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-__all__ = ["DefectMetrics", "save_confusion_matrix", "save_roc_curve"]
+__all__ = ["DefectMetrics", "log_stage_metrics", "save_confusion_matrix", "save_roc_curve"]
 
 
 class DefectMetrics(nn.Module):
@@ -123,6 +126,30 @@ class DefectMetrics(nn.Module):
                 data["fpr"], data["tpr"], float(data["auroc"]), directory / f"{prefix}_roc.png"
             ),
         ]
+
+
+def log_stage_metrics(module: Any, stage: str, metrics: DefectMetrics, figures: bool) -> None:
+    """Log ``metrics``' epoch values as ``<stage>/<name>`` on ``module``, then reset them.
+
+    With ``figures``, rank zero also saves the confusion matrix and ROC PNGs into the run
+    folder's ``figures/`` (``module.trainer``'s logger folder).
+    """
+    with warnings.catch_warnings():  # e.g. AUROC of a sanity batch with one class only
+        warnings.simplefilter("ignore", UserWarning)
+        values = metrics.compute()
+        data = metrics.figure_data() if figures else None
+    metrics.reset()
+    for name, value in values.items():
+        module.log(f"{stage}/{name}", value)
+    if data is not None:
+        rank_zero_only(_save_stage_figures)(module.trainer, metrics, data, stage)
+
+
+def _save_stage_figures(trainer: Any, metrics: DefectMetrics, data: Any, stage: str) -> None:
+    # run_dir reads the logger's folder locally: trainer.log_dir is a collective
+    from lit_ssl.callbacks.run_folder import run_dir
+
+    metrics.save_figures(data, run_dir(trainer) / "figures", stage)
 
 
 def save_confusion_matrix(matrix: Tensor, class_names: list[str], path: str | Path) -> Path:

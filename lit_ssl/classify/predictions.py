@@ -1,7 +1,7 @@
 """Per-image predictions of a DefectClassifier as CSV.
 
 ``trainer.predict(classifier, loader)`` returns, per batch, a list of per-image dicts:
-``path``, ``defect_score`` (``1 - p(good)``), ``decision`` (``"defect"`` if the score is at or
+``path``, ``defect_score`` (``1 - p(good)``), ``decision`` (``"defect"`` if the score is
 above the stored threshold, else ``"good"``), ``predicted_class``, ``label`` (when known) and
 one ``p_<class>`` probability per class name. ``write_predictions_csv`` writes one row per
 image.

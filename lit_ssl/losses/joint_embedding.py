@@ -1,109 +1,34 @@
-"""Every SSL loss as a small pure function, computed in float32 and DDP-aware.
+"""Joint-embedding losses: InfoNCE, negative cosine, BYOL, VICReg, Barlow Twins.
 
-Joint-embedding losses (``info_nce``, ``negative_cosine``, ``byol``, ``vicreg``,
-``barlow_twins``) follow their paper's definition (VICReg and Barlow Twins: the papers'
-Algorithm 1; ``convention="released"`` gives the authors' released code, whose
-hyperparameters differ, see :data:`Convention`); batch statistics and negatives are taken
-over all DDP ranks (see ``lit_ssl.distributed.gather``). Reconstruction and latent losses
-(``mae_loss``, ``masked_pixel_loss``, ``denoising_loss``, ``masked_latent_loss``) are local
-means (every rank holds a full copy of the model; Lightning averages the gradients).
-``float32_loss`` disables autocast inside, so every loss is computed in float32 under
-``bf16-mixed``/``16-mixed`` precision.
+Each follows its paper's definition (VICReg and Barlow Twins: the papers' Algorithm 1;
+``convention="released"``: the authors' released code, see :data:`lit_ssl.losses.Convention`);
+batch statistics and negatives are taken over all DDP ranks (``lit_ssl.distributed.gather``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import wraps
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lit_ssl.distributed import gather, rank
+from lit_ssl.losses.base import (
+    BARLOW_BN_EPS,
+    Convention,
+    _check_convention,
+    _check_pair,
+    float32_loss,
+)
 
 __all__ = [
-    "CONVENTIONS",
-    "NORM_PIX_EPS",
-    "Convention",
     "barlow_twins",
     "byol",
-    "denoising_loss",
-    "float32_loss",
     "info_nce",
-    "mae_loss",
-    "masked_latent_loss",
-    "masked_pixel_loss",
     "negative_cosine",
-    "normalise_patches",
     "vicreg",
     "vicreg_terms",
     "vicreg_weighted",
 ]
-
-NORM_PIX_EPS = 1e-6
-BARLOW_BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps (the released Barlow Twins code)
-
-Convention = Literal["paper", "released"]
-"""Which formula of VICReg / Barlow Twins to compute (the default numbers are ``"paper"``).
-
-``"paper"``: the papers' Algorithm 1. ``"released"``: the authors' released training code,
-where hyperparameters copied from their repositories were tuned:
-
-* VICReg (https://arxiv.org/abs/2105.04906 Algorithm 1 vs ``VICReg.forward`` in
-  https://github.com/facebookresearch/vicreg/blob/main/main_vicreg.py): the released code
-  halves the variance term, ``std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 -
-  std_y)) / 2``, where Algorithm 1 sums the two branches; so the same ``var_weight``
-  (mu = 25) weighs the variance half as much there. Invariance and covariance are the same
-  in both (the covariance divided by ``(N - 1)`` and its squared off-diagonal sum by the
-  dimension ``D``; ``N`` the global batch, statistics over all GPUs).
-* Barlow Twins (https://arxiv.org/abs/2103.03230 Algorithm 1 vs ``BarlowTwins.forward`` in
-  https://github.com/facebookresearch/barlowtwins/blob/main/main.py): Algorithm 1
-  standardises each dimension with ``z.std(0)`` (the unbiased std), the released code with
-  ``BatchNorm1d(affine=False)`` in training mode (synchronised over GPUs), i.e. the biased
-  variance plus ``eps = 1e-5``: ``(z - mean) / sqrt(var_biased + 1e-5)``. With
-  ``C = z1n' z2n / N`` the diagonal of identical views is ``(N - 1) / N`` with the paper's
-  standardisation and ``~1`` with the released one, so the paper's on-diagonal term keeps
-  a floor of ``D / N^2`` (8 at N = 16, D = 2048). The released default ``lambd`` is 0.0051
-  (the paper's 5e-3 here).
-"""
-CONVENTIONS: tuple[str, ...] = ("paper", "released")
-
-
-def float32_loss(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Decorator: run the loss ``fn`` with autocast off and its tensor arguments in float32.
-
-    Example:
-        >>> @float32_loss
-        ... def total(x):
-        ...     return x.sum()
-        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
-        ...     total(torch.ones(3, dtype=torch.bfloat16)).dtype
-        torch.float32
-    """
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        args = tuple(a.float() if isinstance(a, Tensor) else a for a in args)
-        kwargs = {k: v.float() if isinstance(v, Tensor) else v for k, v in kwargs.items()}
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
-        device = tensors[0].device.type if tensors else "cpu"
-        with torch.autocast(device_type=device, enabled=False):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _check_pair(z1: Tensor, z2: Tensor) -> None:
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"Expected two embeddings of the same shape (B, D), got {tuple(z1.shape)} and "
-            f"{tuple(z2.shape)}."
-        )
-
-
-# ----------------------------------------------------------------- joint-embedding losses
 
 
 @float32_loss
@@ -200,11 +125,6 @@ def _off_diagonal_sq_sum(a: Tensor, b: Tensor) -> Tensor:
         return _off_diagonal(a.T @ b).pow(2).sum()
     diagonal = (a * b).sum(dim=0)
     return ((a @ a.T) * (b @ b.T)).sum() - diagonal.pow(2).sum()
-
-
-def _check_convention(convention: str) -> None:
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
 
 
 def _variance_covariance(z: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
@@ -349,114 +269,3 @@ def _standardise(z: Tensor, convention: Convention) -> Tensor:
     if convention == "released":  # BatchNorm1d(affine=False) in training mode
         return centred / (z.var(dim=0, unbiased=False) + BARLOW_BN_EPS).sqrt()
     return centred / z.std(dim=0)
-
-
-# ----------------------------------------------------------------- reconstruction losses
-
-
-def normalise_patches(patches: Tensor) -> Tensor:
-    """MAE's per-patch target normalisation: ``(x - mean) / sqrt(var + 1e-6)`` over each patch.
-
-    Example:
-        >>> normalise_patches(torch.tensor([[[1.0, 3.0]]]))  # mean 2, unbiased var 2
-        tensor([[[-0.7071,  0.7071]]])
-    """
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (var + NORM_PIX_EPS).sqrt()
-
-
-@float32_loss
-def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix: bool = True) -> Tensor:
-    """MAE loss: per-patch MSE averaged over masked patches (He et al. 2022, Sec. 3).
-
-    Paper: https://arxiv.org/abs/2111.06377
-
-    Args:
-        pred: ``(B, N, P)`` predicted patches.
-        target: ``(B, N, P)`` target patches (``patchify`` of the normalised image).
-        mask: ``(B, N)`` with 1 where masked.
-        norm_pix: normalise each target patch by its own mean and (unbiased) variance.
-
-    Example:
-        >>> pred, target = torch.zeros(1, 2, 4), torch.ones(1, 2, 4)
-        >>> mask = torch.tensor([[True, False]])
-        >>> mae_loss(pred, target, mask, norm_pix=False)  # only the first patch counts
-        tensor(1.)
-    """
-    if norm_pix:
-        target = normalise_patches(target)
-    per_patch = (pred - target).square().mean(dim=-1)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-@float32_loss
-def masked_pixel_loss(
-    pred: Tensor, target: Tensor, pixel_mask: Tensor, kind: Literal["l1", "l2"] = "l1"
-) -> Tensor:
-    """Mean L1 or squared error over masked pixels only (SimMIM, Xie et al. 2022, Sec. 3.3).
-
-    Paper: https://arxiv.org/abs/2111.09886
-
-    Args:
-        pred: ``(B, C, H, W)`` predictions.
-        target: ``(B, C, H, W)`` targets.
-        pixel_mask: ``(B, 1, H, W)`` with 1 where masked.
-        kind: ``"l1"`` or ``"l2"``.
-
-    Example:
-        >>> pred, target = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)
-        >>> pixel_mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
-        >>> masked_pixel_loss(pred, target, pixel_mask, "l2")  # one masked pixel: 2^2
-        tensor(4.)
-    """
-    diff = pred - target
-    error = diff.abs() if kind == "l1" else diff.square()
-    weight = pixel_mask.expand_as(error)
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-@float32_loss
-def denoising_loss(pred: Tensor, clean: Tensor) -> Tensor:
-    """Denoising autoencoder loss: MSE to the clean image (Vincent et al. 2008, Sec. 2.3).
-
-    Paper: https://www.cs.toronto.edu/~larocheh/publications/icml-2008-denoising-autoencoders.pdf
-
-    Args:
-        pred: ``(B, C, H, W)`` reconstruction of the corrupted (augmented) view.
-        clean: ``(B, C, H, W)`` un-augmented image, same space as ``pred``.
-
-    Example:
-        >>> denoising_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
-        tensor(1.)
-    """
-    return F.mse_loss(pred, clean)
-
-
-@float32_loss
-def masked_latent_loss(
-    pred: Tensor, target: Tensor, weights: Tensor, kind: Literal["smooth_l1", "mse"] = "smooth_l1"
-) -> Tensor:
-    """Regression loss on dense latents, averaged over masked cells only (data2vec, I-JEPA).
-
-    Papers: https://arxiv.org/abs/2202.03555 (data2vec, smooth L1 with beta = 1),
-    https://arxiv.org/abs/2301.08243 (I-JEPA, MSE).
-
-    Args:
-        pred: ``(B, D, h, w)`` predicted latents.
-        target: ``(B, D, h, w)`` teacher latents (no gradient).
-        weights: ``(B, 1, h, w)`` masked fraction of each cell (0 = visible, 1 = masked).
-        kind: ``"smooth_l1"`` (data2vec, beta = 1) or ``"mse"``.
-
-    Example:
-        >>> pred, target = torch.zeros(1, 2, 1, 2), torch.full((1, 2, 1, 2), 2.0)
-        >>> weights = torch.tensor([[[[1.0, 0.0]]]])  # only the first cell is masked
-        >>> masked_latent_loss(pred, target, weights, "mse")
-        tensor(4.)
-    """
-    if kind == "smooth_l1":
-        error = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
-    else:
-        error = (pred - target).square()
-    per_cell = error.mean(dim=1, keepdim=True)
-    return (per_cell * weights).sum() / weights.sum().clamp_min(1e-6)
