@@ -22,6 +22,7 @@ import data_pipeline
 import deep_nuisance
 import linear_phase_diagram
 import loader_throughput
+import scratches
 import speed
 
 PAGES = ("benchmarks.md", "loader_throughput.md")
@@ -34,7 +35,7 @@ def main() -> int:
         for page in (*PAGES, *(p.name for p in common.DOCS.glob("*.json"))):
             shutil.copy(common.DOCS / page, out / page)
         md = ["--report-only", "--md", str(out / "benchmarks.md")]
-        for module in (linear_phase_diagram, speed, data_pipeline):
+        for module in (linear_phase_diagram, speed, data_pipeline, scratches):
             module.main(md)
         deep_nuisance.main(
             [

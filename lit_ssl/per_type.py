@@ -106,7 +106,7 @@ class PerTypeEvidence(Metric):
 
     def compute(self) -> dict[str, TypeEvidence]:
         """``{type name: TypeEvidence}`` for every defect type with test images."""
-        if not self.scores or not self.type_names:
+        if len(self.scores) == 0 or not self.type_names:  # a list, or a tensor once synced
             return {}
         scores, flagged = dim_zero_cat(self.scores), dim_zero_cat(self.flagged)
         types = dim_zero_cat(self.types)

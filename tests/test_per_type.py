@@ -118,3 +118,12 @@ def test_a_type_caught_less_than_half_the_time_is_called_out_after_test(tiny_fac
     called = [r.getMessage() for r in caplog.records if r.name == "lit_ssl.per_type"]
     assert len(called) == 5 and all("\n" not in line for line in called)
     assert any(re.match(r"defect type 'scratch': caught in 0 of \d+ test", x) for x in called)
+
+
+def test_compute_after_the_states_were_synced_into_tensors():
+    """Under DDP torchmetrics turns the list states into one gathered tensor each."""
+    evidence = PerTypeEvidence(["good", "dent"])
+    evidence.scores = torch.tensor([0.1, 0.9, 0.2, 0.5])
+    evidence.flagged = torch.tensor([False, True, False, False])
+    evidence.types = torch.tensor([0, 1, 1, 0])
+    assert evidence.compute() == {"dent": TypeEvidence(images=2, caught=1, auroc=0.75)}

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -39,7 +40,8 @@ from lit_ssl.callbacks.monitors import CollapseMonitor, EmbeddingPlot, FiniteLos
 from lit_ssl.classify.classifier import DefectClassifier
 from lit_ssl.data import FactoryDataModule
 from lit_ssl.data.synthetic import default_dataset
-from lit_ssl.heads import VICReg
+from lit_ssl.heads import Hybrid, MaskedReconstruction, VICReg
+from lit_ssl.heads.base import SSLHead
 from lit_ssl.module import SSLModule
 from lit_ssl.per_type import MIN_RECALL
 
@@ -91,6 +93,11 @@ class QuickstartConfig:
         coreset_fraction: Memory-bank coreset fraction of the anomaly detectors.
         root: An MVTec-style dataset folder to run on instead of the embedded synthetic data
             (its test split needs defect masks for the pixel AUROC).
+        policy: Augmentation preset name or policy YAML of pretraining and fine-tuning.
+        head: Pretraining head: ``"vicreg"``, ``"masked_reconstruction"`` (SimMIM-style,
+            ``mask_patch`` px patches) or ``"hybrid"`` (both on one backbone, weights 1:1).
+        mask_patch: Side of the masked patches of the reconstruction heads, in pixels.
+        detector_layers: Feature stages of the anomaly detectors' memory bank.
     """
 
     backbone: str = "resnet10t"
@@ -109,6 +116,10 @@ class QuickstartConfig:
     weights: str | None = None
     coreset_fraction: float = 0.1
     root: str | None = None
+    policy: str = "surface"
+    head: Literal["vicreg", "masked_reconstruction", "hybrid"] = "vicreg"
+    mask_patch: int = 8
+    detector_layers: tuple[int, ...] = (1, 2)
     metrics: dict = field(default_factory=dict)
 
     @classmethod
@@ -168,7 +179,7 @@ def _data(cfg: QuickstartConfig, root: Path, task: str, seed: int) -> FactoryDat
     return FactoryDataModule(
         root=str(root),
         task=task,
-        policy="surface",
+        policy=cfg.policy,
         image_size=cfg.image_size,
         in_chans=3,
         batch_size=cfg.batch_size if task == "ssl" else 32,
@@ -177,10 +188,24 @@ def _data(cfg: QuickstartConfig, root: Path, task: str, seed: int) -> FactoryDat
     )
 
 
+HEADS = ("vicreg", "masked_reconstruction", "hybrid")
+
+
+def ssl_head(cfg: QuickstartConfig) -> SSLHead:
+    """The pretraining head ``cfg.head`` names, sized by ``cfg``."""
+    if cfg.head not in HEADS:
+        raise ValueError(f"head={cfg.head!r}; use one of {HEADS}")
+    vicreg = VICReg(hidden_dim=cfg.projector_dim, out_dim=cfg.projector_dim)
+    if cfg.head == "vicreg":
+        return vicreg
+    masked = MaskedReconstruction(mask_ratio=0.6, mask_patch_size=cfg.mask_patch)
+    return masked if cfg.head == "masked_reconstruction" else Hybrid(masked, vicreg)
+
+
 def pretrain(cfg: QuickstartConfig, root: Path, folder: Path, seed: int) -> Path:
-    """Pretrain with VICReg on the unlabeled images; returns the exported backbone file."""
+    """Pretrain ``cfg.head`` on the unlabeled images; returns the exported backbone file."""
     L.seed_everything(seed, workers=True, verbose=False)
-    head = VICReg(hidden_dim=cfg.projector_dim, out_dim=cfg.projector_dim)
+    head = ssl_head(cfg)
     module = SSLModule(Backbone(cfg.backbone, image_size=cfg.image_size), head, lr=2e-3)
     callbacks = [CollapseMonitor(), EmbeddingPlot()]
     trainer = _trainer(folder, "pretrain", cfg.ssl_epochs, callbacks, seed)
@@ -243,6 +268,7 @@ def anomaly(
         backbone=cfg.backbone,
         weights=str(weights) if weights else None,
         image_size=cfg.image_size,
+        layers=tuple(cfg.detector_layers),
         coreset_fraction=cfg.coreset_fraction,
     )
     trainer = L.Trainer(
