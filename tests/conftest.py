@@ -19,6 +19,18 @@ def _fixed_seeds():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_process_group_left():
+    """A test that ran Lightning's DDP in this process (e.g. a docs command with
+    ``strategy: ddp`` on one device) leaves its default process group behind; later tests
+    that fork gloo workers would inherit it. Destroy it after every test."""
+    yield
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @pytest.fixture
 def single_thread():
     """Run a test with one intra-op thread (tiny models: threads only add overhead and

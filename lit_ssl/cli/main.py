@@ -183,6 +183,21 @@ def _stopped(stop: SystemExit) -> int:
     return 143
 
 
+def _process_group_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _release_process_group(had_group: bool) -> None:
+    """Destroy the default process group a DDP run started in this process (Lightning leaves
+    it), so ``main`` called again in the same process (a notebook, a test) starts clean."""
+    if not had_group and _process_group_initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lit-ssl`` console script.
 
@@ -193,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = _debug_requested(args)
     verbose = _flag(args, "--verbose")
     record: dict[str, Any] = {}
+    had_group = _process_group_initialized()
     try:
         return _run(args, record, verbose)
     except KeyboardInterrupt:
@@ -212,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         _remove_empty_run_folder(record)
+        _release_process_group(had_group)
 
 
 if __name__ == "__main__":
