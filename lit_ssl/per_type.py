@@ -152,9 +152,9 @@ def callouts(evidence: dict[str, TypeEvidence], min_recall: float = MIN_RECALL) 
 
 
 def log_per_type(module, evidence: PerTypeEvidence, stage: str = "test") -> dict[str, TypeEvidence]:
-    """Log ``<stage>/recall_at_threshold/<type>`` and ``<stage>/auroc_vs_good/<type>`` for every
-    defect type, call out (one line each, rank 0) the types caught less than half the time,
-    and reset ``evidence``. Call it on every rank (``compute`` gathers the ranks' states).
+    """Log ``<stage>/defect_recall_at_threshold/<type>`` (the share flagged as a defect, of
+    any class) and ``<stage>/auroc_vs_good/<type>`` for every defect type, call out (one
+    line each, rank 0) the types caught less than half the time, and reset ``evidence``. Call it on every rank (``compute`` gathers the ranks' states).
 
     Args:
         module: the LightningModule that logs.
@@ -166,7 +166,7 @@ def log_per_type(module, evidence: PerTypeEvidence, stage: str = "test") -> dict
     """
     result = evidence.compute() if evidence.update_count else {}
     for name, figures in result.items():
-        module.log(f"{stage}/recall_at_threshold/{name}", figures.recall)
+        module.log(f"{stage}/defect_recall_at_threshold/{name}", figures.recall)
         if figures.auroc is not None:
             module.log(f"{stage}/auroc_vs_good/{name}", figures.auroc)
     for line in callouts(result):

@@ -91,11 +91,11 @@ def test_detector_test_reports_every_mvtec_defect_type_on_screen_and_in_metrics_
     for name in types:
         assert (
             f"test/auroc_vs_good/{name}" in printed
-            and f"test/recall_at_threshold/{name}" in printed
+            and f"test/defect_recall_at_threshold/{name}" in printed
         )
     metrics = tmp_path / "runs" / "anomaly" / "version_1" / "metrics.csv"  # the test run
     header = set(metrics.read_text().splitlines()[0].split(","))
-    assert {f"test/recall_at_threshold/{name}" for name in types} <= header
+    assert {f"test/defect_recall_at_threshold/{name}" for name in types} <= header
 
 
 def test_a_type_caught_less_than_half_the_time_is_called_out_after_test(tiny_factory_data, caplog):
@@ -114,7 +114,7 @@ def test_a_type_caught_less_than_half_the_time_is_called_out_after_test(tiny_fac
     detector.threshold.fill_(1e6)  # flags nothing: every type has recall 0
     with caplog.at_level("WARNING", logger="lit_ssl.per_type"):
         results = trainer.test(detector, datamodule=data, verbose=False)[0]
-    assert results["test/recall_at_threshold/scratch"] == 0.0
+    assert results["test/defect_recall_at_threshold/scratch"] == 0.0
     called = [r.getMessage() for r in caplog.records if r.name == "lit_ssl.per_type"]
     assert len(called) == 5 and all("\n" not in line for line in called)
     assert any(re.match(r"defect type 'scratch': caught in 0 of \d+ test", x) for x in called)

@@ -90,11 +90,11 @@ def test_test_subcommand_with_the_checkpoint(finetuned, capsys):
     assert "test/auroc" in result
     assert "test/threshold" in result
     # per defect type (class folders: good, scratch), on screen and in the run's metrics.csv
-    assert "test/recall_at_threshold/scratch" in result
+    assert "test/defect_recall_at_threshold/scratch" in result
     assert "test/auroc_vs_good/scratch" in result
     newest = max((work / "runs" / "finetune").glob("version_*"), key=lambda p: p.stat().st_mtime)
     header = (newest / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"test/recall_at_threshold/scratch", "test/auroc_vs_good/scratch"} <= set(header)
+    assert {"test/defect_recall_at_threshold/scratch", "test/auroc_vs_good/scratch"} <= set(header)
     predicted = run_lit_ssl(
         ["predict", "--config", str(RECIPE), "--data.root", "labelled"]
         + ["--ckpt_path", str(checkpoint), *SIZE],
