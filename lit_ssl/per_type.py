@@ -154,7 +154,8 @@ def callouts(evidence: dict[str, TypeEvidence], min_recall: float = MIN_RECALL) 
 def log_per_type(module, evidence: PerTypeEvidence, stage: str = "test") -> dict[str, TypeEvidence]:
     """Log ``<stage>/defect_recall_at_threshold/<type>`` (the share flagged as a defect, of
     any class) and ``<stage>/auroc_vs_good/<type>`` for every defect type, call out (one
-    line each, rank 0) the types caught less than half the time, and reset ``evidence``. Call it on every rank (``compute`` gathers the ranks' states).
+    line each, rank 0) the types caught less than half the time, and reset ``evidence``.
+    Call it on every rank (``compute`` gathers the ranks' states).
 
     Args:
         module: the LightningModule that logs.
