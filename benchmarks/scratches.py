@@ -43,7 +43,6 @@ import torch
 from PIL import Image
 from torchmetrics.functional.classification import binary_auroc
 
-from lit_ssl.anomaly import AnomalyDetector
 from lit_ssl.augment.policies import policy, save_policy
 from lit_ssl.backbone import Backbone
 from lit_ssl.cli import quickstart as qs
@@ -242,15 +241,7 @@ def detect(name: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
     weights = backbone_file(name, seed, args)
     # as lit_ssl.cli.quickstart.anomaly, with the detector kept in hand to score every image
     L.seed_everything(seed, workers=True, verbose=False)
-    detector = AnomalyDetector(
-        backbone=cfg.backbone,
-        weights=str(weights) if weights else None,
-        image_size=cfg.image_size,
-        layers=tuple(cfg.detector_layers),
-        coreset_fraction=cfg.coreset_fraction,
-        save_figures=False,
-        write_predictions=False,
-    )
+    detector = qs.anomaly_detector(cfg, weights, save_figures=False, write_predictions=False)
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",

@@ -71,9 +71,7 @@ TINY = ["--config", str(ANOMALY), "--model.backbone", "test_resnet", "--data.ima
 TINY += ["--data.num_workers", "0", "--trainer.accelerator", "cpu"]
 
 
-def test_detector_test_reports_every_mvtec_defect_type_on_screen_and_in_metrics_csv(
-    tmp_path, capsys
-):
+def test_detector_test_reports_every_mvtec_defect_type_in_metrics_csv(tmp_path, capsys):
     from cli_runs import run_lit_ssl
 
     from lit_ssl.data import write_synthetic_dataset
@@ -84,18 +82,14 @@ def test_detector_test_reports_every_mvtec_defect_type_on_screen_and_in_metrics_
     (tmp_path / "mv" / "synthetic.json").unlink()  # a user's MVTec tree: its split is kept
     run_lit_ssl(["fit", *TINY, "--data.root", "mv"], tmp_path)
     ckpt = "runs/anomaly/version_0/checkpoints/last.ckpt"
-    printed = run_lit_ssl(
-        ["test", *TINY, "--data.root", "mv", "--ckpt_path", ckpt], tmp_path, capsys
-    )
+    run_lit_ssl(["test", *TINY, "--data.root", "mv", "--ckpt_path", ckpt], tmp_path, capsys)
     types = ("scratch", "crack", "spot", "hole", "contamination")
-    for name in types:
-        assert (
-            f"test/auroc_vs_good/{name}" in printed
-            and f"test/defect_recall_at_threshold/{name}" in printed
-        )
+    # Lightning's results table goes to whatever stdout its console captured first (under
+    # xdist another test's): metrics.csv is what this run certainly wrote
     metrics = tmp_path / "runs" / "anomaly" / "version_1" / "metrics.csv"  # the test run
     header = set(metrics.read_text().splitlines()[0].split(","))
     assert {f"test/defect_recall_at_threshold/{name}" for name in types} <= header
+    assert {f"test/auroc_vs_good/{name}" for name in types} <= header
 
 
 def test_a_type_caught_less_than_half_the_time_is_called_out_after_test(tiny_factory_data, caplog):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_ssl.backbone.model import Backbone, load_backbone_config
-from lit_ssl.backbone.weights import check_weights_path
+from lit_ssl.backbone.weights import check_weights_path, state_mismatch
 from lit_ssl.safe_load import check_finite, load_checkpoint
 
 __all__ = ["DEFAULT_BACKBONE", "resolve_backbone"]
@@ -54,14 +54,7 @@ def _backbone_from_ckpt(
 
 def _check_ckpt_fit(backbone: Backbone, state: dict[str, Any], path: Path) -> None:
     """One message for backbone weights that do not fit the architecture the checkpoint names."""
-    target = backbone.state_dict()
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-        for k in sorted(set(state) & set(target))
-        if state[k].shape != target[k].shape
-    ]
+    missing, unexpected, shapes = state_mismatch(state, backbone.state_dict())
     if not (missing or unexpected or shapes):
         return
     found = "; ".join(

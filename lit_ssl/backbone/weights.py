@@ -176,7 +176,10 @@ def _resample_pos_embed(model, state, target, notes: list[str]) -> None:
     notes.append(f"resampled pos_embed to the {grid[0]}x{grid[1]} patch grid")
 
 
-def _check_fit(state: dict[str, Tensor], target: dict[str, Tensor], source: str) -> None:
+def state_mismatch(
+    state: dict[str, Tensor], target: dict[str, Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, mis-shaped)`` keys of ``state`` against ``target``."""
     missing = sorted(set(target) - set(state))
     extra = sorted(set(state) - set(target))
     shapes = [
@@ -184,6 +187,11 @@ def _check_fit(state: dict[str, Tensor], target: dict[str, Tensor], source: str)
         for k in sorted(set(state) & set(target))
         if state[k].shape != target[k].shape
     ]
+    return missing, extra, shapes
+
+
+def _check_fit(state: dict[str, Tensor], target: dict[str, Tensor], source: str) -> None:
+    missing, extra, shapes = state_mismatch(state, target)
     if missing or extra or shapes:
         parts = [
             f"missing {missing[:5]}" if missing else "",

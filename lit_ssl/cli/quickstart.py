@@ -260,18 +260,25 @@ def finetune(
     return metrics
 
 
-def anomaly(
-    cfg: QuickstartConfig, root: Path, folder: Path, name: str, weights: Path | None, seed: int
-) -> dict[str, float]:
-    """Memory-bank anomaly detection from the good training images; image/pixel AUROC."""
-    L.seed_everything(seed, workers=True, verbose=False)
-    detector = AnomalyDetector(
+def anomaly_detector(cfg: QuickstartConfig, weights: Path | None, **options) -> AnomalyDetector:
+    """The quickstart's detector on ``weights`` (None: a random backbone); ``options`` are
+    further ``AnomalyDetector`` arguments."""
+    return AnomalyDetector(
         backbone=cfg.backbone,
         weights=str(weights) if weights else None,
         image_size=cfg.image_size,
         layers=tuple(cfg.detector_layers),
         coreset_fraction=cfg.coreset_fraction,
+        **options,
     )
+
+
+def anomaly(
+    cfg: QuickstartConfig, root: Path, folder: Path, name: str, weights: Path | None, seed: int
+) -> dict[str, float]:
+    """Memory-bank anomaly detection from the good training images; image/pixel AUROC."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    detector = anomaly_detector(cfg, weights)
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="auto",
